@@ -1,0 +1,261 @@
+"""The ``multimix`` command: thin commands over the library.
+
+Every command turns a :class:`~multimix.errors.MultimixError` into one line on stderr and exit
+code 2, so bad input never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from multimix.errors import ConfigError, MultimixError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Label-efficient, multi-task chest X-ray analysis (MultiMix).",
+)
+
+
+def friendly(fn):
+    """Report user errors as one line instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MultimixError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def parse_count(value: str | None, option: str) -> int | None:
+    """``"all"`` (or nothing) means every label; otherwise a non-negative integer."""
+    if value is None or value.strip().lower() == "all":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be a number or 'all', not {value!r}") from None
+    if count < 0:
+        raise ConfigError(f"{option} must be >= 0")
+    return count
+
+
+Dirs = Annotated[list[Path] | None, typer.Option(metavar="DIR")]
+
+
+@app.command()
+@friendly
+def train(
+    out: Annotated[Path | None, typer.Option(help="Run folder to create.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
+    method: Annotated[
+        str, typer.Option(help="unet, enc, encssl, umtl, umtls, multimix")
+    ] = "multimix",
+    class_data: Dirs = None,
+    seg_data: Dirs = None,
+    unlabeled_data: Dirs = None,
+    labeled_class: Annotated[str | None, typer.Option(metavar="N|all")] = None,
+    labeled_seg: Annotated[str | None, typer.Option(metavar="M|all")] = None,
+    classes: str = "normal,pneumonia",
+    label_map: Annotated[str, typer.Option(metavar="SRC=CLASS,...")] = "",
+    structures: Annotated[str, typer.Option(help="Mask structures; default: found in data.")] = "",
+    image_size: int = 128,
+    steps: int | None = None,
+    max_minutes: float | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    batch_size: int = 8,
+    unlabeled_ratio: int = 1,
+    lr: float = 2e-3,
+    val_every: int = 50,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    widths: Annotated[str, typer.Option(help="Encoder widths per level.")] = "16,32,64,128,256",
+    norm: str = "batch",
+    threshold: Annotated[float, typer.Option(help="Pseudo-label confidence threshold.")] = 0.7,
+    w_cls: float = 1.0,
+    w_seg: float = 5.0,
+    w_pseudo: float = 0.25,
+    w_consistency: float = 0.01,
+    threads: int | None = None,
+) -> None:
+    """Train a model, or resume one with --resume RUN."""
+    from multimix.config import TrainConfig
+    from multimix.data.labels import parse_label_map, parse_list
+    from multimix.engine.trainer import resume as resume_run
+    from multimix.engine.trainer import train as train_run
+    from multimix.methods.base import LossWeights
+
+    if resume is not None:
+        run = resume_run(resume)
+    else:
+        if out is None:
+            raise ConfigError("give --out RUN for a new run, or --resume RUN")
+        cfg = TrainConfig(
+            out=str(out),
+            method=method,
+            class_data=[str(p) for p in class_data or []],
+            seg_data=[str(p) for p in seg_data or []],
+            unlabeled_data=[str(p) for p in unlabeled_data or []],
+            labeled_class=parse_count(labeled_class, "--labeled-class"),
+            labeled_seg=parse_count(labeled_seg, "--labeled-seg"),
+            classes=list(parse_list(classes)),
+            label_map=parse_label_map(label_map),
+            structures=list(parse_list(structures)),
+            image_size=image_size,
+            steps=steps,
+            max_minutes=max_minutes,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+            unlabeled_ratio=unlabeled_ratio,
+            lr=lr,
+            val_every=val_every,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            widths=[int(w) for w in parse_list(widths)],
+            norm=norm,
+            threads=threads,
+            weights=LossWeights(w_cls, w_seg, w_pseudo, w_consistency, threshold),
+        )
+        run = train_run(cfg)
+    typer.echo(f"run saved in {run}")
+
+
+@app.command()
+@friendly
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    data: Dirs = None,
+    out: Annotated[Path, typer.Option(help="metrics.json to write.")] = Path("metrics.json"),
+    classes: str | None = None,
+    label_map: str = "",
+    report: Annotated[Path | None, typer.Option(help="Also write an HTML report here.")] = None,
+    part: Annotated[
+        str, typer.Option(help="Split part of training sources: test or val.")
+    ] = "test",
+    device: str = "auto",
+    batch_size: int = 32,
+) -> None:
+    """Metrics per source, on images the run never trained on."""
+    from multimix.data.labels import parse_label_map, parse_list
+    from multimix.engine.checkpoint import atomic_write_text
+    from multimix.engine.evaluate import evaluate_run
+
+    if not data:
+        raise ConfigError("give at least one --data DIR to evaluate on")
+    if part not in ("test", "val"):
+        raise ConfigError("--part must be test or val")
+    metrics, kept = evaluate_run(
+        run,
+        [str(d) for d in data],
+        tuple(parse_list(classes)) if classes else None,
+        parse_label_map(label_map),
+        part,
+        device,
+        batch_size,
+        keep=report is not None,
+    )
+    atomic_write_text(out, json.dumps(metrics, indent=2))
+    typer.echo(f"metrics written to {out}")
+    _print_summary(metrics)
+    if report is not None:
+        from multimix.report.build import build_report
+
+        path = build_report(report, run, metrics, kept)
+        typer.echo(f"report written to {path}")
+
+
+def _print_summary(metrics: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("source", "part", "n", "accuracy", "AUC", "F1", "Dice", "HD95")
+    for name, block in metrics["sources"].items():
+        cls, seg = block.get("classification") or {}, block.get("segmentation") or {}
+        cells = [cls.get("accuracy"), cls.get("auc"), cls.get("f1_macro"), seg.get("dice")]
+        cells.append(seg.get("hd95"))
+        table.add_row(
+            name,
+            block["part"],
+            str(block["n_images"]),
+            *("-" if v is None else f"{v:.3f}" for v in cells),
+        )
+    Console().print(table)
+
+
+@app.command()
+@friendly
+def phantom(
+    out: Annotated[Path, typer.Option(help="Folder to write (shared layout).")],
+    count: Annotated[int, typer.Option(help="Number of images.")] = 200,
+    seed: int = 0,
+    size: int = 256,
+    style: Annotated[str, typer.Option(help="adult or pediatric")] = "adult",
+    positive_fraction: float = 0.5,
+    mask_fraction: float = 1.0,
+    label_fraction: float = 1.0,
+) -> None:
+    """Write synthetic chest radiographs with exact masks and labels."""
+    from multimix.data.phantom import write_source
+
+    try:
+        path = write_source(
+            out, count, seed, size, positive_fraction, mask_fraction, label_fraction, style
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    typer.echo(f"{count} phantom images written to {path}")
+
+
+@app.command()
+@friendly
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for data, run, metrics and report.")] = Path(
+        "demo-output"
+    ),
+    minutes: Annotated[float, typer.Option(help="Training budget.")] = 4.0,
+    seed: int = 0,
+) -> None:
+    """Phantom data -> MultiMix training -> metrics.json and report.html, in one go."""
+    from multimix.demo import run_demo
+
+    run_demo(out, minutes, seed)
+
+
+@app.command()
+def methods() -> None:
+    """List the training methods."""
+    from multimix.methods.base import available_methods
+
+    for name, description in available_methods().items():
+        typer.echo(f"{name:10s} {description}")
+
+
+def _tune_allocator() -> None:
+    """Re-exec once with glibc's malloc thresholds raised (see engine.runtime.GLIBC_TUNABLES)."""
+    from multimix.engine.runtime import GLIBC_TUNABLES
+
+    if sys.platform != "linux" or "GLIBC_TUNABLES" in os.environ:
+        return
+    if os.environ.get("MULTIMIX_NO_REEXEC"):
+        return
+    env = {**os.environ, "GLIBC_TUNABLES": GLIBC_TUNABLES}
+    os.execve(sys.executable, [sys.executable, "-m", "multimix", *sys.argv[1:]], env)
+
+
+def main() -> None:
+    _tune_allocator()
+    app(prog_name="multimix")

@@ -1,0 +1,1 @@
+"""multimix.data"""

@@ -1,0 +1,67 @@
+"""Images, masks and labels decoded once into compact tensors.
+
+Chest X-ray sets that fit a laptop fit in memory at training size (3,000 images at 128x128 are
+49 MB as uint8), and decoding once keeps the training step from ever waiting on a disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from multimix.data.io import read_image, read_mask, resize_image, resize_mask
+from multimix.data.labels import LabelSpace
+from multimix.data.sources import Record
+from multimix.engine.progress import progress_bar
+
+
+@dataclass
+class Bank:
+    """Row i of every tensor belongs to ``records[i]``."""
+
+    images: torch.Tensor  # uint8 (N, 1, S, S)
+    masks: torch.Tensor  # uint8 (N, K, S, S), 0/1
+    known: torch.Tensor  # bool (N, K): which structures have a mask
+    labels: torch.Tensor  # long (N,), -1 where unlabeled (or labels unused)
+    records: list[Record]
+    structures: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def index(self) -> dict[tuple[str, str], int]:
+        return {(r.source, r.name): i for i, r in enumerate(self.records)}
+
+    def float_images(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.images[rows].float().div_(255.0)
+
+
+def load_bank(
+    records: list[Record],
+    size: int,
+    structures: tuple[str, ...],
+    labels: LabelSpace | None,
+    description: str = "loading images",
+) -> Bank:
+    """Decode, validate and resize ``records``; raises DataError naming the first bad file."""
+    n, k = len(records), len(structures)
+    images = torch.zeros((n, 1, size, size), dtype=torch.uint8)
+    masks = torch.zeros((n, k, size, size), dtype=torch.uint8)
+    known = torch.zeros((n, k), dtype=torch.bool)
+    targets = torch.full((n,), -1, dtype=torch.long)
+    with progress_bar(description, total=n) as advance:
+        for i, rec in enumerate(records):
+            raw = read_image(rec.image)
+            images[i, 0] = torch.from_numpy(np.rint(resize_image(raw, size) * 255).astype(np.uint8))
+            for j, structure in enumerate(structures):
+                path = rec.masks.get(structure)
+                if path is not None:
+                    mask = read_mask(path, shape=raw.shape)
+                    masks[i, j] = torch.from_numpy(resize_mask(mask, size).astype(np.uint8))
+                    known[i, j] = True
+            if labels is not None and rec.label is not None:
+                targets[i] = labels.index(rec.label, rec.image)
+            advance()
+    return Bank(images, masks, known, targets, list(records), tuple(structures))

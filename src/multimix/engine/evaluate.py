@@ -1,0 +1,142 @@
+"""Per-source metrics of a model on a bank: the ``sources`` block of metrics.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from multimix.data.bank import Bank, load_bank
+from multimix.data.sources import Record, Source
+from multimix.engine.inference import Predictions, predict
+from multimix.errors import CheckpointError, ConfigError, DataError
+from multimix.metrics import classification_metrics, segmentation_metrics
+from multimix.models.net import MultiMixNet
+
+
+def source_metrics(
+    bank: Bank,
+    rows: torch.Tensor,
+    preds: Predictions,
+    classes: tuple[str, ...],
+    structures: tuple[str, ...],
+) -> dict:
+    """Metrics for ``rows`` of ``bank``; a block only where the rows carry labels or masks."""
+    out: dict = {"n_images": len(rows)}
+    labels = bank.labels[rows]
+    labeled = labels >= 0
+    if labeled.any():
+        out["classification"] = classification_metrics(
+            preds.probs[labeled].numpy(), labels[labeled].numpy(), classes
+        )
+    known = bank.known[rows]
+    if known.any():
+        pred = preds.masks >= 0.5
+        seg = segmentation_metrics(pred, bank.masks[rows].bool(), known, structures)
+        if seg:
+            out["segmentation"] = seg
+    return out
+
+
+def evaluate_sources(
+    model: MultiMixNet,
+    bank: Bank,
+    rows_by_source: dict[str, torch.Tensor],
+    classes: tuple[str, ...],
+    device: torch.device,
+    batch_size: int = 32,
+) -> dict[str, dict]:
+    """Predict once per source and score it."""
+    results = {}
+    for name, rows in rows_by_source.items():
+        preds = predict(model, bank.images[rows], device, batch_size)
+        results[name] = source_metrics(bank, rows, preds, classes, bank.structures)
+    return results
+
+
+def summary_score(results: dict[str, dict]) -> float:
+    """One number to pick the best checkpoint: mean of each source's Dice and AUC (or accuracy)."""
+    scores = []
+    for block in results.values():
+        seg = block.get("segmentation")
+        if seg and seg.get("dice") is not None:
+            scores.append(seg["dice"])
+        cls = block.get("classification")
+        if cls:
+            value = cls["auc"] if cls["auc"] is not None else cls["accuracy"]
+            if value is not None:
+                scores.append(value)
+    return sum(scores) / len(scores) if scores else float("nan")
+
+
+def load_run(run: Path, which: str = "best", device: torch.device | str = "cpu"):
+    """The run's config and network (``best`` or ``last`` checkpoint)."""
+    from multimix.config import TrainConfig
+    from multimix.engine.checkpoint import load_weights
+
+    run = Path(run)
+    if not run.is_dir():
+        raise CheckpointError(run, "run folder not found")
+    cfg = TrainConfig.load(run)
+    model = load_weights(run / "checkpoints" / f"{which}.safetensors", device)
+    if model.cfg.n_classes != len(cfg.classes) or model.cfg.n_structures != len(cfg.structures):
+        raise CheckpointError(run, "checkpoint does not match the run's classes or structures")
+    return cfg, model
+
+
+def held_out_records(source: Source, split: dict, part: str) -> tuple[list[Record], str]:
+    """Records of ``source`` that training never saw: its ``part`` of the run's split if the
+    source took part in training, else all of it (a cross-domain source)."""
+    info = split["sources"].get(source.name)
+    if info is None or Path(info["root"]) != source.root.resolve():
+        return list(source.records), "all"
+    names = set(info[part])
+    return [r for r in source.records if r.name in names], part
+
+
+def evaluate_run(
+    run: Path,
+    folders: list[str],
+    classes: tuple[str, ...] | None = None,
+    label_map: dict[str, str] | None = None,
+    part: str = "test",
+    device: str = "auto",
+    batch_size: int = 32,
+    keep: bool = False,
+) -> tuple[dict, dict]:
+    """metrics.json content for ``folders``; with ``keep``, also banks and predictions."""
+    from multimix.data.assemble import load_split
+    from multimix.data.labels import LabelSpace
+    from multimix.data.sources import load_source
+    from multimix.engine.runtime import select_device
+
+    dev = select_device(device)
+    cfg, model = load_run(run, device=dev)
+    labels = LabelSpace(tuple(classes or cfg.classes), cfg.label_map | (label_map or {}))
+    if len(labels.classes) != model.cfg.n_classes:
+        raise ConfigError(
+            f"the run was trained on {len(cfg.classes)} classes, not {len(labels.classes)}"
+        )
+    split = load_split(Path(run) / "split.json")
+    results, kept = {}, {}
+    for folder in folders:
+        source = load_source(folder)
+        records, used = held_out_records(source, split, part)
+        if not records:
+            raise DataError(source.root, f"no images left to evaluate in its {part!r} part")
+        bank = load_bank(
+            records, cfg.image_size, tuple(cfg.structures), labels, f"loading {source.name}"
+        )
+        rows = torch.arange(len(bank))
+        preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep)
+        block = source_metrics(bank, rows, preds, labels.classes, bank.structures)
+        results[source.name] = {"part": used, **block}
+        if keep:
+            kept[source.name] = (bank, preds)
+    metrics = {
+        "run": str(run),
+        "checkpoint": "best",
+        "classes": list(labels.classes),
+        "sources": results,
+    }
+    return metrics, kept

@@ -1,0 +1,42 @@
+"""Batched inference over a bank: class probabilities and mask probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from multimix.models.net import MultiMixNet
+
+
+@dataclass
+class Predictions:
+    probs: torch.Tensor  # float (N, C)
+    masks: torch.Tensor  # float16 (N, K, S, S) probabilities
+    saliency: torch.Tensor | None  # float16 (N, 1, S, S) when the model has a bridge
+
+
+def predict(
+    model: MultiMixNet,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 32,
+    keep_saliency: bool = False,
+) -> Predictions:
+    """Run the model in eval mode over uint8 (N, 1, S, S) images in batches."""
+    model.eval()
+    probs, masks, sal = [], [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device).float().div_(255.0)
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = model(x)
+        probs.append(torch.softmax(out["logits"].float(), dim=1).cpu())
+        masks.append(torch.sigmoid(out["mask_logits"].float()).half().cpu())
+        if keep_saliency and "saliency" in out:
+            sal.append(out["saliency"].half().cpu())
+    empty = torch.zeros((0,))
+    return Predictions(
+        torch.cat(probs) if probs else empty,
+        torch.cat(masks) if masks else empty,
+        torch.cat(sal) if sal else None,
+    )

@@ -1,0 +1,279 @@
+"""The training loop: streams in, a method's loss, checkpoints and logs out; resumable.
+
+A run folder holds everything: config.json, split.json, checkpoints/, train_log.csv,
+val_log.csv and tb/. ``multimix train --resume RUN`` continues from checkpoints/last.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from multimix.config import TrainConfig
+from multimix.data.assemble import (
+    TrainingData,
+    assemble,
+    load_sources,
+    load_split,
+    make_split,
+    save_split,
+)
+from multimix.data.labels import LabelSpace
+from multimix.data.streams import Pool, Streams
+from multimix.engine import checkpoint as ckpt
+from multimix.engine.evaluate import evaluate_sources, summary_score
+from multimix.engine.logger import CsvLog, TensorBoard
+from multimix.engine.progress import console, progress_bar
+from multimix.engine.runtime import seed_everything, select_device, set_threads
+from multimix.errors import CheckpointError, ConfigError
+from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED, Method, get_method
+from multimix.models.net import ModelConfig, MultiMixNet
+
+STREAM_NEEDS = {
+    SEG: "masks (--seg-data)",
+    SEG_UNLABELED: "images without masks",
+    CLS: "class labels (--class-data)",
+    UNLABELED: "images without class labels",
+}
+
+
+class Interrupted(Exception):
+    """Raised inside the loop by SIGTERM so the run can checkpoint and stop cleanly."""
+
+
+def derive_structures(data_sources, roles) -> tuple[str, ...]:
+    found: list[str] = []
+    for name, source in data_sources.items():
+        if "seg" in roles[name]:
+            found += [s for s in source.structures if s not in found]
+    return tuple(found) or ("lungs",)
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig` and runs (or resumes) the loop."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.run = Path(cfg.out)
+        self.resume = resume
+        self.device = select_device(cfg.device)
+        set_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.method: Method = get_method(cfg.method, cfg.weights)
+        self.labels = LabelSpace(tuple(cfg.classes), cfg.label_map)
+        self.data = self._data()
+        self._check_streams()
+        self.model = self._model()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.streams = self._streams()
+        self.step, self.elapsed, self.best = 0, 0.0, -math.inf
+        self.train_log = CsvLog(self.run / "train_log.csv")
+        self.val_log = CsvLog(self.run / "val_log.csv")
+        if resume:
+            self._load_last()
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _data(self) -> TrainingData:
+        cfg = self.cfg
+        folders = {"class": cfg.class_data, "seg": cfg.seg_data, "unlabeled": cfg.unlabeled_data}
+        sources, roles = load_sources(folders)
+        split_path = self.run / "split.json"
+        if self.resume:
+            split = load_split(split_path)
+        else:
+            split = make_split(
+                sources,
+                roles,
+                self.labels,
+                cfg.labeled_class,
+                cfg.labeled_seg,
+                cfg.val_fraction,
+                cfg.test_fraction,
+                cfg.seed,
+            )
+            save_split(split_path, split)
+        if not cfg.structures:
+            cfg.structures = list(derive_structures(sources, roles))
+            cfg.save(self.run)
+        return assemble(sources, split, self.labels, cfg.image_size, tuple(cfg.structures))
+
+    def _check_streams(self) -> None:
+        for stream in self.method.streams:
+            if stream in (SEG, CLS) and len(self.data.rows[stream]) == 0:
+                raise ConfigError(
+                    f"method {self.method.name!r} needs {STREAM_NEEDS[stream]}, "
+                    "but the training part has none"
+                )
+
+    def _model(self) -> MultiMixNet:
+        cfg = self.cfg
+        model_cfg = ModelConfig(
+            n_classes=len(cfg.classes),
+            n_structures=len(cfg.structures),
+            widths=tuple(cfg.widths),
+            norm=cfg.norm,
+            bridge=self.method.uses_bridge,
+            dropout=cfg.dropout,
+        )
+        return MultiMixNet(model_cfg).to(self.device, memory_format=torch.channels_last)
+
+    def _streams(self) -> Streams:
+        cfg, rows = self.cfg, self.data.rows
+        sizes = {SEG: cfg.batch_size, SEG_UNLABELED: cfg.batch_size, CLS: cfg.batch_size}
+        sizes[UNLABELED] = cfg.batch_size * cfg.unlabeled_ratio
+        # A stream with nothing to draw from falls back to all training rows it can use.
+        fallback = torch.cat([rows[SEG_UNLABELED], rows[SEG]]).unique()
+        pools = {}
+        for name in self.method.streams:
+            pool_rows = rows[name] if len(rows[name]) else fallback
+            pools[name] = Pool(name, pool_rows, sizes[name], cfg.seed)
+        return Streams(self.data.bank, pools, cfg.augment, cfg.seed)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run / "checkpoints"
+
+    def save(self, tag: str = "last") -> None:
+        ckpt.save_weights(self.ckpt_dir / f"{tag}.safetensors", self.model)
+        state = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "best": self.best,
+            "optimizer": self.optimizer.state_dict(),
+            "streams": self.streams.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        ckpt.save_state(self.ckpt_dir / f"{tag}.state.pt", state)
+
+    def _load_last(self) -> None:
+        weights = self.ckpt_dir / "last.safetensors"
+        if not weights.exists():
+            return  # interrupted before the first checkpoint: start from step 0
+        loaded = ckpt.load_weights(weights, self.device)
+        if loaded.cfg != self.model.cfg:
+            raise CheckpointError(weights, "checkpoint was made for a different network")
+        self.model.load_state_dict(loaded.state_dict())
+        state = ckpt.load_state(self.ckpt_dir / "last.state.pt")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.streams.load_state_dict(state["streams"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
+        self.train_log.truncate_after(self.step)
+        self.val_log.truncate_after(self.step)
+        console.print(f"resuming {self.run} at step {self.step}")
+
+    # -- loop --------------------------------------------------------------------------------
+    def _progress(self) -> float:
+        cfg = self.cfg
+        fractions = []
+        if cfg.steps:
+            fractions.append(self.step / cfg.steps)
+        if cfg.max_minutes:
+            fractions.append(self.elapsed / (60 * cfg.max_minutes))
+        return min(1.0, max(fractions))
+
+    def _lr(self) -> float:
+        warm = min(1.0, (self.step + 1) / max(1, self.cfg.warmup_steps))
+        return self.cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * self._progress()))
+
+    def validate(self) -> dict[str, dict]:
+        results = evaluate_sources(
+            self.model, self.data.bank, self.data.val, tuple(self.cfg.classes), self.device
+        )
+        score = summary_score(results)
+        row: dict[str, object] = {"step": self.step, "score": score}
+        for source, block in results.items():
+            for kind, key in (("classification", "accuracy"), ("classification", "auc")):
+                row[f"{source}/{key}"] = (block.get(kind) or {}).get(key)
+            row[f"{source}/dice"] = (block.get("segmentation") or {}).get("dice")
+        self.val_log.write(row)
+        self.tb.scalars("val", row, self.step)
+        if score > self.best or not (self.ckpt_dir / "best.safetensors").exists():
+            self.best = score if not math.isnan(score) else self.best
+            ckpt.save_weights(self.ckpt_dir / "best.safetensors", self.model)
+        return results
+
+    def _done(self) -> bool:
+        return self._progress() >= 1.0
+
+    def fit(self) -> Path:
+        """Train until the step or time budget is spent; checkpoint at every validation."""
+        self.tb = TensorBoard(self.run / "tb")
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+        total = self.cfg.steps if self.cfg.steps else None
+        start = time.perf_counter() - self.elapsed
+        try:
+            with progress_bar(f"training {self.method.name}", total=total) as advance:
+                while not self._done():
+                    self._train_step(advance)
+                    self.elapsed = time.perf_counter() - start
+                    if self.step % self.cfg.val_every == 0 or self._done():
+                        self.validate()
+                        self.elapsed = time.perf_counter() - start
+                        self.save("last")
+                        console.log(
+                            f"step {self.step}: val score {self.val_log.read()[-1]['score']}"
+                        )
+        except (KeyboardInterrupt, Interrupted):
+            self.save("last")
+            console.print(
+                f"interrupted at step {self.step}; checkpoint saved. "
+                f"Continue with: multimix train --resume {self.run}"
+            )
+            raise SystemExit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.tb.close()
+        if not (self.ckpt_dir / "best.safetensors").exists():
+            shutil.copy(self.ckpt_dir / "last.safetensors", self.ckpt_dir / "best.safetensors")
+        return self.run
+
+    def _train_step(self, advance) -> None:
+        lr = self._lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.streams.draw(self.method.streams).to(self.device)
+        self.model.train()
+        loss, logs = self.method.loss(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        row = {"step": self.step, "elapsed": round(self.elapsed, 3), "lr": lr, **logs}
+        self.train_log.write(row)
+        self.tb.scalars("train", logs, self.step)
+        advance(info=f"loss {logs['loss']:.3f}", completed=self._completed())
+
+    def _completed(self) -> float:
+        return self.step if self.cfg.steps else self._progress()
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted()
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Start a new run in ``cfg.out``."""
+    run = Path(cfg.out)
+    if (run / "checkpoints" / "last.safetensors").exists():
+        raise ConfigError(f"{run} already holds a run; use --resume {run} or another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    cfg.validate()
+    cfg.save(run)
+    return Trainer(cfg).fit()
+
+
+def resume(run: Path) -> Path:
+    """Continue the run in ``run`` from its last checkpoint."""
+    cfg = TrainConfig.load(run)
+    cfg.out = str(run)
+    return Trainer(cfg, resume=True).fit()

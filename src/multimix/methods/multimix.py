@@ -1,0 +1,146 @@
+"""MultiMix and the ablations of the paper's table, as one objective with switches.
+
+    unet      segmentation only, supervised
+    enc       classifier only, supervised
+    encssl    classifier + FixMatch pseudo-labels
+    umtl      joint classifier and decoder, supervised
+    umtls     joint + pseudo-labels (no bridge)
+    multimix  joint + pseudo-labels + saliency bridge + segmentation consistency
+
+Every stream a method uses goes through the shared encoder in one concatenated pass (so batch
+norm sees them together, as in FixMatch); the saliency for the bridge is the input gradient of
+that same pass; the decoder runs only on the images whose masks are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from multimix.methods.base import (
+    CLS,
+    SEG,
+    SEG_UNLABELED,
+    UNLABELED,
+    Batch,
+    Method,
+    register,
+)
+from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
+from multimix.models.net import MultiMixNet, input_saliency
+
+
+@dataclass
+class JointObjective(Method):
+    """Switches select the paper's rows; subclasses below only set them."""
+
+    classify = False
+    segment = False
+    pseudo = False
+    bridge = False
+    consistency = False
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        chosen = [
+            (SEG, self.segment),
+            (SEG_UNLABELED, self.consistency),
+            (CLS, self.classify),
+            (UNLABELED, self.pseudo),
+        ]
+        return tuple(name for name, on in chosen if on)
+
+    @property
+    def uses_bridge(self) -> bool:
+        return self.bridge
+
+    def loss(self, model: MultiMixNet, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        w = self.weights
+        parts = {
+            "seg": batch.seg_x if self.segment else None,
+            "segu": batch.seg_unlabeled_x if self.consistency else None,
+            "cls": batch.cls_x if self.classify else None,
+            "weak": batch.weak_x if self.pseudo else None,
+            "strong": batch.strong_x if self.pseudo else None,
+        }
+        sizes = {k: (0 if v is None else v.shape[0]) for k, v in parts.items()}
+        x = torch.cat([v for v in parts.values() if v is not None])
+        n_dec = sizes["seg"] + sizes["segu"]  # rows the decoder runs on, first in the batch
+        if self.bridge:
+            x.requires_grad_(True)
+        feats = model.encode(x)
+        needs_logits = self.classify or self.pseudo or self.bridge
+        logits = model.classify(feats) if needs_logits else None
+        logs: dict[str, float] = {}
+        total = x.new_zeros(())
+
+        if self.segment:
+            sal = input_saliency(logits, x, rows=n_dec) if self.bridge else None
+            image = x[:n_dec].detach() if self.bridge else None
+            mask_logits = model.segment([f[:n_dec] for f in feats], image, sal)
+            n_seg = sizes["seg"]
+            seg = dice_bce(mask_logits[:n_seg], batch.seg_y, batch.seg_known)
+            total = total + w.seg * seg
+            logs["loss_seg"] = seg.item()
+            if self.consistency and sizes["segu"]:
+                m = min(n_seg, sizes["segu"])
+                # Labeled predictions are anchored by ground truth: they are the target.
+                kl = bernoulli_kl(mask_logits[:m].detach(), mask_logits[n_seg : n_seg + m])
+                total = total + w.consistency * kl
+                logs["loss_kl"] = kl.item()
+
+        offset = n_dec
+        if self.classify:
+            cls_logits = logits[offset : offset + sizes["cls"]]
+            ce = F.cross_entropy(cls_logits, batch.cls_y)
+            total = total + w.cls * ce
+            logs["loss_cls"] = ce.item()
+            logs["train_acc"] = (cls_logits.argmax(1) == batch.cls_y).float().mean().item()
+            offset += sizes["cls"]
+        if self.pseudo:
+            weak = logits[offset : offset + sizes["weak"]]
+            strong = logits[offset + sizes["weak"] :]
+            pl, keep = pseudo_label_loss(weak, strong, w.threshold)
+            total = total + w.pseudo * pl
+            logs["loss_pseudo"] = pl.item()
+            logs["pseudo_kept"] = keep.float().mean().item()
+        logs["loss"] = total.item()
+        return total, logs
+
+
+@register
+class UNet(JointObjective):
+    name, description = "unet", "segmentation only, supervised"
+    segment = True
+
+
+@register
+class Enc(JointObjective):
+    name, description = "enc", "classifier only, supervised"
+    classify = True
+
+
+@register
+class EncSSL(JointObjective):
+    name, description = "encssl", "classifier + FixMatch pseudo-labels"
+    classify = pseudo = True
+
+
+@register
+class UMTL(JointObjective):
+    name, description = "umtl", "joint classification and segmentation, supervised"
+    classify = segment = True
+
+
+@register
+class UMTLS(JointObjective):
+    name, description = "umtls", "joint + pseudo-labels, no bridge"
+    classify = segment = pseudo = True
+
+
+@register
+class MultiMix(JointObjective):
+    name, description = "multimix", "joint + pseudo-labels + saliency bridge + consistency"
+    classify = segment = pseudo = bridge = consistency = True

@@ -1,0 +1,278 @@
+"""Matplotlib figures for the evaluation report.
+
+Every function takes plain numpy / list data and an output path, writes one PNG (dpi 100),
+closes its figure and returns the path. The Agg backend is forced so that figures render
+without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.lines import Line2D
+
+if TYPE_CHECKING:
+    from multimix.report.html import Gallery
+
+DPI = 100
+LOSS_COLUMNS = ("loss", "loss_seg", "loss_cls", "loss_pseudo", "loss_kl")
+SMOOTH_WINDOW = 20
+PRED_COLOR = "#ff3b30"  # predicted mask outline
+TRUE_COLOR = "#34c759"  # reference mask outline
+_METRIC_STYLES = {"accuracy": "-", "auc": "--", "dice": ":"}
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    """Save ``fig`` as PNG atomically (temp file + rename) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _to_float(value: object) -> float:
+    """Parse a CSV cell; empty / missing / unparsable -> NaN."""
+    if value is None:
+        return math.nan
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return math.nan
+
+
+def _column(rows: Sequence[dict[str, str]], key: str) -> np.ndarray:
+    return np.array([_to_float(r.get(key)) for r in rows], dtype=float)
+
+
+def _steps(rows: Sequence[dict[str, str]]) -> np.ndarray:
+    steps = _column(rows, "step")
+    missing = ~np.isfinite(steps)
+    steps[missing] = np.arange(len(rows), dtype=float)[missing]
+    return steps
+
+
+def running_mean(values: np.ndarray, window: int = SMOOTH_WINDOW) -> np.ndarray:
+    """Trailing running mean over ``window`` points (shorter at the start)."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return values
+    window = max(1, min(int(window), values.size))
+    csum = np.concatenate([[0.0], np.cumsum(values)])
+    idx = np.arange(values.size)
+    lo = np.maximum(0, idx - window + 1)
+    return (csum[idx + 1] - csum[lo]) / (idx + 1 - lo)
+
+
+def _plain(text: object) -> str:
+    """Text safe for matplotlib (no accidental mathtext from ``$``)."""
+    return str(text).replace("$", r"\$")
+
+
+def _empty_panel(ax: plt.Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", color="0.45", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def training_curves(
+    train_log: Sequence[dict[str, str]],
+    val_log: Sequence[dict[str, str]],
+    path: str | Path,
+) -> Path:
+    """Losses vs step (left) and validation metrics vs step (right)."""
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(12, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    # --- losses -----------------------------------------------------------------
+    plotted = 0
+    if train_log:
+        steps = _steps(train_log)
+        positive = True
+        lo, hi = math.inf, 0.0
+        for key in LOSS_COLUMNS:
+            vals = _column(train_log, key)
+            ok = np.isfinite(vals)
+            if not ok.any():
+                continue
+            x, y = steps[ok], vals[ok]
+            color = colors[plotted % len(colors)]
+            ax_loss.plot(x, y, color=color, alpha=0.25, lw=0.8)
+            ax_loss.plot(x, running_mean(y), color=color, lw=1.8, label=key)
+            positive &= bool((y > 0).all())
+            lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
+            plotted += 1
+        if plotted and positive and lo > 0 and hi / lo > 50:
+            ax_loss.set_yscale("log")
+    if plotted:
+        ax_loss.set_xlabel("step")
+        ax_loss.set_ylabel("loss")
+        ax_loss.set_title(f"Training losses (running mean over {SMOOTH_WINDOW} steps)")
+        ax_loss.grid(alpha=0.3)
+        ax_loss.legend(fontsize=9, frameon=False)
+    else:
+        ax_loss.set_title("Training losses")
+        _empty_panel(ax_loss, "no training log")
+
+    # --- validation metrics ---------------------------------------------------
+    plotted = 0
+    if val_log:
+        steps = _steps(val_log)
+        keys: list[str] = []
+        for row in val_log:
+            for key in row:
+                if "/" in key and key not in keys:
+                    keys.append(key)
+        sources = sorted({k.rsplit("/", 1)[0] for k in keys})
+        for key in sorted(keys):
+            vals = _column(val_log, key)
+            ok = np.isfinite(vals)
+            if not ok.any():
+                continue
+            source, metric = key.rsplit("/", 1)
+            color = colors[sources.index(source) % len(colors)]
+            ax_val.plot(
+                steps[ok],
+                vals[ok],
+                color=color,
+                ls=_METRIC_STYLES.get(metric, "-."),
+                marker="o",
+                ms=3,
+                lw=1.5,
+                label=_plain(key),
+            )
+            plotted += 1
+        score = _column(val_log, "score")
+        ok = np.isfinite(score)
+        if ok.any():
+            ax_val.plot(steps[ok], score[ok], color="black", lw=2.2, alpha=0.6, label="score")
+            plotted += 1
+    if plotted:
+        ax_val.set_xlabel("step")
+        ax_val.set_ylabel("metric")
+        ax_val.set_title("Validation metrics")
+        ax_val.grid(alpha=0.3)
+        ax_val.legend(fontsize=8, frameon=False, loc="best")
+    else:
+        ax_val.set_title("Validation metrics")
+        _empty_panel(ax_val, "no validation log")
+
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def confusion_matrix(
+    confusion: Sequence[Sequence[float]] | np.ndarray,
+    classes: Sequence[str],
+    path: str | Path,
+    title: str = "Confusion matrix",
+) -> Path:
+    """Confusion matrix heat map, rows = true class, columns = predicted class."""
+    cm = np.asarray(confusion, dtype=float)
+    if cm.ndim != 2:
+        cm = np.zeros((0, 0))
+    n_rows, n_cols = cm.shape
+    labels = list(classes)
+    row_labels = labels if len(labels) == n_rows else [str(i) for i in range(n_rows)]
+    col_labels = labels if len(labels) == n_cols else [str(i) for i in range(n_cols)]
+
+    side = max(3.6, 1.0 + 0.9 * max(n_rows, n_cols, 1))
+    fig, ax = plt.subplots(figsize=(side + 0.8, side))
+    if cm.size == 0:
+        _empty_panel(ax, "no confusion matrix")
+        ax.set_title(_plain(title))
+        return _save(fig, path)
+
+    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(float(np.nanmax(cm)), 1.0))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    row_tot = cm.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(row_tot > 0, cm / row_tot, np.nan)
+    thresh = np.nanmax(cm) / 2.0
+    for i in range(n_rows):
+        for j in range(n_cols):
+            value = cm[i, j]
+            text = f"{int(value)}" if float(value).is_integer() else f"{value:.2f}"
+            if np.isfinite(frac[i, j]):
+                text += f"\n({100 * frac[i, j]:.0f}%)"
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=11,
+                color="white" if value > thresh else "black",
+            )
+    tilt = n_cols > 3
+    ax.set_xticks(
+        range(n_cols),
+        [_plain(c) for c in col_labels],
+        rotation=30 if tilt else 0,
+        ha="right" if tilt else "center",
+    )
+    ax.set_yticks(range(n_rows), [_plain(r) for r in row_labels])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(_plain(title))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _outline(ax: plt.Axes, mask: np.ndarray, color: str) -> None:
+    """Draw the 0.5 iso-line of ``mask``; nothing for empty / full masks."""
+    m = np.asarray(mask, dtype=float)
+    if m.ndim != 2 or m.min() == m.max():
+        return
+    ax.contour(m, levels=[0.5], colors=[color], linewidths=1.4)
+
+
+def mask_gallery(gallery: Gallery, path: str | Path, max_images: int = 12) -> Path:
+    """Grid of radiographs with predicted (and, when known, true) mask outlines."""
+    images = np.asarray(gallery.images)
+    n = min(len(images), max(0, int(max_images)))
+    has_true = gallery.true_masks is not None
+    ncols = max(1, min(n, 4))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.5 * nrows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if n == 0:
+        _empty_panel(axes[0, 0], "no images")
+    titles = list(gallery.titles)
+    for k in range(n):
+        ax = axes.flat[k]
+        img = images[k]
+        vmax = 255 if img.dtype == np.uint8 else None
+        ax.imshow(img, cmap="gray", vmin=0 if vmax else None, vmax=vmax, interpolation="nearest")
+        if has_true:
+            _outline(ax, gallery.true_masks[k], TRUE_COLOR)
+        if gallery.pred_masks is not None and k < len(gallery.pred_masks):
+            _outline(ax, gallery.pred_masks[k], PRED_COLOR)
+        caption = titles[k] if k < len(titles) else ""
+        ax.set_title(_plain("\n".join(textwrap.wrap(caption, 44))) or " ", fontsize=8)
+
+    handles = [Line2D([], [], color=PRED_COLOR, lw=2, label="predicted mask")]
+    if has_true:
+        handles.append(Line2D([], [], color=TRUE_COLOR, lw=2, label="reference mask"))
+    fig.suptitle(_plain(gallery.source), fontsize=12)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97), h_pad=1.5)
+    return _save(fig, path)

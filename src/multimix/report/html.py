@@ -1,0 +1,390 @@
+"""Static HTML evaluation report.
+
+``write_report`` writes ``out_dir/report.html`` plus PNG figures in ``out_dir/figures/``,
+referenced by relative paths, so the page opens straight from disk without a server.
+All CSS is inline; there is no JavaScript and nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multimix.report import figures
+
+__all__ = ["Gallery", "write_report"]
+
+FIGURES_DIR = "figures"
+NA = "n/a"
+
+
+@dataclass
+class Gallery:
+    """Examples of one source for the mask gallery."""
+
+    source: str
+    images: np.ndarray  # uint8 (n, S, S) radiographs
+    pred_masks: np.ndarray  # bool (n, S, S) predicted lung mask (first structure)
+    true_masks: np.ndarray | None  # bool (n, S, S) or None when the source has no masks
+    titles: list[str]  # one caption per image
+
+
+_CSS = """
+:root { --fg: #1d232b; --muted: #5f6b7a; --line: #dde2e8; --head: #f3f5f8; --accent: #2f6fb2; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff;
+  font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 64px; }
+h1 { font-size: 1.7em; margin: 0 0 4px; }
+h2 { font-size: 1.3em; margin: 40px 0 10px; padding-bottom: 4px;
+  border-bottom: 2px solid var(--line); }
+h3 { font-size: 1.05em; margin: 22px 0 8px; color: var(--muted); }
+a { color: var(--accent); text-decoration: none; }
+a:hover { text-decoration: underline; }
+.meta { color: var(--muted); font-size: 0.92em; margin: 0 0 16px; }
+.meta span { margin-right: 18px; }
+.notes { background: #fff8e6; border-left: 4px solid #f0b429; padding: 8px 16px 8px 32px;
+  margin: 12px 0; }
+.notes li { margin: 2px 0; }
+nav.toc { font-size: 0.92em; margin: 8px 0 0; }
+nav.toc a { margin-right: 14px; }
+table { border-collapse: collapse; margin: 6px 0 12px; font-size: 0.92em; }
+th, td { border: 1px solid var(--line); padding: 5px 10px; }
+th { background: var(--head); text-align: left; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums;
+  font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; }
+td.na { color: #9aa3ad; }
+tbody tr:nth-child(even) td { background: #fafbfc; }
+.scroll { overflow-x: auto; }
+figure { margin: 10px 0 18px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 0.88em; }
+.empty { color: var(--muted); font-style: italic; }
+footer { margin-top: 48px; color: var(--muted); font-size: 0.85em; }
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _number(value: Any) -> float | None:
+    """A finite float from ``value`` or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Format a metric: 3 decimals, integers as integers, ``n/a`` for missing values."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    num = _number(value)
+    if num is None:
+        if isinstance(value, str) and value.strip():
+            return value
+        return NA
+    return f"{num:.{digits}f}"
+
+
+def fmt_int(value: Any) -> str:
+    num = _number(value)
+    if num is None:
+        return NA
+    return str(int(num)) if num.is_integer() else fmt(num)
+
+
+def _cell(value: Any, *, integer: bool = False) -> str:
+    text = fmt_int(value) if integer else fmt(value)
+    cls = "num na" if text == NA else "num"
+    return f'<td class="{cls}">{_esc(text)}</td>'
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _table(header: Sequence[str], rows: Iterable[str]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "\n".join(rows)
+    return (
+        f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n'
+        f"<tbody>\n{body}\n</tbody>\n</table></div>"
+    )
+
+
+def _slug(text: str, used: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "source"
+    slug, k = base, 2
+    while slug in used:
+        slug, k = f"{base}-{k}", k + 1
+    used.add(slug)
+    return slug
+
+
+def _figure(rel: str, alt: str, caption: str | None = None) -> str:
+    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
+    return f'<figure><img src="{_esc(rel)}" alt="{_esc(alt)}" loading="lazy">{cap}</figure>'
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _summary_table(sources: Sequence[str], blocks: Mapping[str, dict], anchors: dict) -> str:
+    header = ["source", "images", "part", "accuracy", "AUC", "F1 macro", "Dice", "IoU", "HD95"]
+    rows = []
+    for name in sources:
+        block = blocks.get(name, {})
+        cls = _dict(block.get("classification"))
+        seg = _dict(block.get("segmentation"))
+        part = block.get("part")
+        rows.append(
+            "<tr>"
+            f'<td><a href="#{anchors[name]}">{_esc(name)}</a></td>'
+            + _cell(block.get("n_images"), integer=True)
+            + f"<td>{_esc(part) if part not in (None, '') else NA}</td>"
+            + _cell(cls.get("accuracy"))
+            + _cell(cls.get("auc"))
+            + _cell(cls.get("f1_macro"))
+            + _cell(seg.get("dice"))
+            + _cell(seg.get("iou"))
+            + _cell(seg.get("hd95"))
+            + "</tr>"
+        )
+    return _table(header, rows)
+
+
+def _per_class_table(cls: Mapping[str, Any], classes: Sequence[str]) -> str:
+    per_class = _dict(cls.get("per_class"))
+    names = [c for c in classes if c in per_class]
+    names += [c for c in per_class if c not in names]
+    if not names:
+        return ""
+    rows = []
+    for name in names:
+        row = _dict(per_class.get(name))
+        rows.append(
+            f"<tr><td>{_esc(name)}</td>"
+            + _cell(row.get("precision"))
+            + _cell(row.get("recall"))
+            + _cell(row.get("f1"))
+            + _cell(row.get("auc"))
+            + _cell(row.get("support"), integer=True)
+            + "</tr>"
+        )
+    return _table(["class", "precision", "recall", "F1", "AUC", "support"], rows)
+
+
+def _classification_overview(cls: Mapping[str, Any]) -> str:
+    row = (
+        "<tr>"
+        + _cell(cls.get("n"), integer=True)
+        + _cell(cls.get("accuracy"))
+        + _cell(cls.get("auc"))
+        + _cell(cls.get("f1_macro"))
+        + "</tr>"
+    )
+    return _table(["n", "accuracy", "AUC", "F1 macro"], [row])
+
+
+def _segmentation_table(seg: Mapping[str, Any]) -> str:
+    rows = []
+    structures = [(k, v) for k, v in seg.items() if isinstance(v, Mapping)]
+    for name, block in structures:
+        rows.append(
+            f"<tr><td>{_esc(name)}</td>"
+            + _cell(block.get("n"), integer=True)
+            + _cell(block.get("dice"))
+            + _cell(block.get("iou"))
+            + _cell(block.get("hd95"))
+            + "</tr>"
+        )
+    if len(structures) != 1 or not rows:
+        rows.append(
+            "<tr><td><strong>mean</strong></td>"
+            + _cell(seg.get("n"), integer=True)
+            + _cell(seg.get("dice"))
+            + _cell(seg.get("iou"))
+            + _cell(seg.get("hd95"))
+            + "</tr>"
+        )
+    return _table(["structure", "n", "Dice", "IoU", "HD95"], rows)
+
+
+def _source_section(
+    name: str,
+    block: Mapping[str, Any],
+    gallery: Gallery | None,
+    classes: Sequence[str],
+    anchor: str,
+    fig_dir: Path,
+) -> str:
+    parts = [f'<section id="{anchor}">', f"<h2>{_esc(name)}</h2>"]
+    info = []
+    if block.get("n_images") is not None:
+        info.append(f"<span>images: {_esc(fmt_int(block.get('n_images')))}</span>")
+    if block.get("part") not in (None, ""):
+        info.append(f"<span>part: {_esc(block.get('part'))}</span>")
+    if info:
+        parts.append(f'<p class="meta">{"".join(info)}</p>')
+
+    cls = _dict(block.get("classification"))
+    seg = _dict(block.get("segmentation"))
+
+    if cls:
+        parts.append("<h3>Classification</h3>")
+        parts.append(_classification_overview(cls))
+        per_class = _per_class_table(cls, classes)
+        if per_class:
+            parts.append(per_class)
+        confusion = cls.get("confusion")
+        if confusion is not None and np.asarray(confusion, dtype=float).size:
+            fname = f"confusion_{anchor}.png"
+            figures.confusion_matrix(
+                confusion, list(classes), fig_dir / fname, title=f"{name}: confusion matrix"
+            )
+            parts.append(
+                _figure(
+                    f"{FIGURES_DIR}/{fname}",
+                    f"confusion matrix for {name}",
+                    "Rows: true class; columns: predicted class.",
+                )
+            )
+
+    if seg:
+        parts.append("<h3>Segmentation</h3>")
+        parts.append(_segmentation_table(seg))
+
+    if gallery is not None and len(gallery.images):
+        fname = f"gallery_{anchor}.png"
+        figures.mask_gallery(gallery, fig_dir / fname)
+        caption = "Red: predicted lung mask."
+        if gallery.true_masks is not None:
+            caption += " Green: reference mask."
+        parts.append("<h3>Examples</h3>")
+        parts.append(_figure(f"{FIGURES_DIR}/{fname}", f"mask gallery for {name}", caption))
+
+    if not cls and not seg and gallery is None:
+        parts.append('<p class="empty">No metrics for this source.</p>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def write_report(
+    out_dir: str | Path,
+    title: str,
+    metrics: dict,
+    train_log: list[dict[str, str]],
+    val_log: list[dict[str, str]],
+    classes: list[str],
+    galleries: list[Gallery],
+    notes: list[str] | None = None,
+) -> Path:
+    """Write ``out_dir/report.html`` and its figures under ``out_dir/figures/``.
+
+    Missing metric blocks or values render as ``n/a``. Returns the path of the HTML page.
+    """
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / FIGURES_DIR
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    metrics = _dict(metrics)
+    classes = [str(c) for c in (classes or [])]
+    train_log = list(train_log or [])
+    val_log = list(val_log or [])
+
+    blocks = {str(k): _dict(v) for k, v in _dict(metrics.get("sources")).items()}
+    by_source: dict[str, Gallery] = {}
+    for gallery in galleries or []:
+        by_source.setdefault(str(gallery.source), gallery)
+    sources = list(blocks) + [s for s in by_source if s not in blocks]
+    used: set[str] = {"top", "summary", "training"}
+    anchors = {name: _slug(name, used) for name in sources}
+
+    body: list[str] = [f"<h1>{_esc(title)}</h1>"]
+    meta = [
+        f"<span>{_esc(key)}: {_esc(fmt(value))}</span>"
+        for key, value in metrics.items()
+        if key != "sources" and not isinstance(value, (Mapping, list, tuple))
+    ]
+    meta.append(f"<span>generated: {datetime.now().strftime('%Y-%m-%d %H:%M')}</span>")
+    body.append(f'<p class="meta">{"".join(meta)}</p>')
+    if notes:
+        items = "".join(f"<li>{_esc(n)}</li>" for n in notes)
+        body.append(f'<ul class="notes">{items}</ul>')
+    if sources:
+        links = "".join(f'<a href="#{anchors[s]}">{_esc(s)}</a>' for s in sources)
+        body.append(
+            f'<nav class="toc"><a href="#summary">summary</a><a href="#training">training</a>'
+            f"{links}</nav>"
+        )
+
+    body.append('<h2 id="summary">Summary</h2>')
+    if sources:
+        body.append(_summary_table(sources, blocks, anchors))
+    else:
+        body.append('<p class="empty">No evaluated sources.</p>')
+
+    body.append('<h2 id="training">Training</h2>')
+    if train_log or val_log:
+        figures.training_curves(train_log, val_log, fig_dir / "training_curves.png")
+        body.append(
+            _figure(
+                f"{FIGURES_DIR}/training_curves.png",
+                "training curves",
+                "Left: training losses (faint: raw, solid: running mean). "
+                "Right: validation metrics.",
+            )
+        )
+    else:
+        body.append('<p class="empty">No training log.</p>')
+
+    for name in sources:
+        body.append(
+            _source_section(
+                name, blocks.get(name, {}), by_source.get(name), classes, anchors[name], fig_dir
+            )
+        )
+
+    body.append("<footer>multimix evaluation report</footer>")
+    page = (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
+        '<body id="top">\n<main>\n' + "\n".join(body) + "\n</main>\n</body>\n</html>\n"
+    )
+    path = out_dir / "report.html"
+    _atomic_write_text(path, page)
+    return path

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import torch
+
+from multimix.data.assemble import assemble, load_sources, make_split
+from multimix.data.labels import LabelSpace
+from multimix.data.streams import Pool, Streams
+from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED
+
+LABELS = LabelSpace(("normal", "pneumonia"))
+
+
+def _data(phantom_dirs, n_cls=10, n_seg=4):
+    sources, roles = load_sources(
+        {"class": [str(phantom_dirs["cls"])], "seg": [str(phantom_dirs["seg"])]}
+    )
+    split = make_split(sources, roles, LABELS, n_cls, n_seg, 0.1, 0.2, seed=0)
+    return assemble(sources, split, LABELS, 32, ("lungs",))
+
+
+def test_streams_hold_the_right_images(phantom_dirs):
+    data = _data(phantom_dirs)
+    bank, rows, split = data.bank, data.rows, data.split
+    assert len(rows[CLS]) == 10 and len(rows[SEG]) == 4
+    assert (bank.labels[rows[CLS]] >= 0).all()
+    assert bank.known[rows[SEG]].all()
+    # Masks exist only where kept; class labels only from the class source.
+    assert set(rows[SEG].tolist()).isdisjoint(rows[SEG_UNLABELED].tolist())
+    assert set(rows[CLS].tolist()).isdisjoint(rows[UNLABELED].tolist())
+    seg_source_rows = [i for i, r in enumerate(bank.records) if r.source == "ph_seg"]
+    assert (bank.labels[seg_source_rows] == -1).all()
+    # No test image is ever loaded for training.
+    test = {(s, n) for s, info in split["sources"].items() for n in info["test"]}
+    assert test and test.isdisjoint((r.source, r.name) for r in bank.records)
+
+
+def test_pool_is_resumable_and_shards(phantom_dirs):
+    rows = torch.arange(10)
+    a = Pool("x", rows, 4, seed=1)
+    drawn = [a.next() for _ in range(3)]
+    assert sorted(torch.cat(drawn[:2]).tolist() + drawn[2][:2].tolist()) == list(range(10))
+    b = Pool("x", rows, 4, seed=1)
+    b.next()
+    c = Pool("x", rows, 4, seed=1)
+    c.load_state_dict(b.state_dict())
+    assert torch.equal(b.next(), c.next()) and torch.equal(b.next(), c.next())
+    r0 = Pool("x", rows, 5, seed=1, rank=0, world=2).next()
+    r1 = Pool("x", rows, 5, seed=1, rank=1, world=2).next()
+    assert sorted(torch.cat([r0, r1]).tolist()) == list(range(10))
+
+
+def test_streams_draw_and_resume_identically(phantom_dirs):
+    data = _data(phantom_dirs)
+
+    def make():
+        pools = {k: Pool(k, data.rows[k], 3, seed=0) for k in (SEG, SEG_UNLABELED, CLS, UNLABELED)}
+        from multimix.data.augment import AugmentConfig
+
+        return Streams(data.bank, pools, AugmentConfig(), seed=0)
+
+    s1, s2 = make(), make()
+    names = (SEG, SEG_UNLABELED, CLS, UNLABELED)
+    s1.draw(names)
+    s2.load_state_dict(s1.state_dict())
+    b1, b2 = s1.draw(names), s2.draw(names)
+    for key, value in vars(b1).items():
+        assert torch.equal(value, getattr(b2, key)), key
+    assert b1.seg_x.shape == (3, 1, 32, 32) and b1.seg_y.shape == (3, 1, 32, 32)
+    assert not torch.equal(b1.weak_x, b1.strong_x)

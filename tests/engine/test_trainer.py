@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multimix.config import TrainConfig
+from multimix.engine.checkpoint import load_weights
+from multimix.engine.trainer import Trainer, resume, train
+from multimix.errors import ConfigError
+
+SMALL = dict(image_size=32, widths=[8, 16, 16, 32, 32], batch_size=6, val_every=10, seed=0)
+
+
+def _cfg(tmp_path, phantom_dirs, name, **kw) -> TrainConfig:
+    base = dict(
+        out=str(tmp_path / name),
+        class_data=[str(phantom_dirs["cls"])],
+        seg_data=[str(phantom_dirs["seg"])],
+        labeled_class=12,
+        labeled_seg=6,
+        **SMALL,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_short_run_raises_dice_well_above_its_start(tmp_path, phantom_dirs):
+    cfg = _cfg(tmp_path, phantom_dirs, "unet", method="unet", steps=60, labeled_seg=None)
+    trainer = Trainer(cfg)
+    (trainer.run).mkdir(parents=True, exist_ok=True)
+    from multimix.engine.logger import TensorBoard
+
+    trainer.tb = TensorBoard(trainer.run / "tb")
+    before = trainer.validate()["ph_seg"]["segmentation"]["dice"]
+    trainer.fit()
+    after = trainer.validate()["ph_seg"]["segmentation"]["dice"]
+    assert after > before + 0.3 and after > 0.7
+
+
+@pytest.mark.slow
+def test_multimix_run_folder_and_exact_resume(tmp_path, phantom_dirs):
+    full = train(_cfg(tmp_path, phantom_dirs, "full", steps=20))
+    for name in ("config.json", "split.json", "train_log.csv", "val_log.csv"):
+        assert (full / name).exists()
+    assert (full / "checkpoints" / "best.safetensors").exists()
+
+    # Interrupt at step 13 (Ctrl-C), then resume to step 20: same weights as the full run.
+    part = _cfg(tmp_path, phantom_dirs, "part", steps=20)
+    (tmp_path / "part").mkdir()
+    part.save(tmp_path / "part")
+    trainer = Trainer(part)
+    step = trainer._train_step
+
+    def interrupting(advance):
+        if trainer.step == 13:
+            raise KeyboardInterrupt
+        step(advance)
+
+    trainer._train_step = interrupting
+    with pytest.raises(SystemExit):
+        trainer.fit()
+    resume(tmp_path / "part")
+    a = load_weights(full / "checkpoints" / "last.safetensors").state_dict()
+    b = load_weights(tmp_path / "part" / "checkpoints" / "last.safetensors").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    steps = [r.split(",")[0] for r in (tmp_path / "part" / "train_log.csv").read_text().split()]
+    assert steps[1:] == [str(i) for i in range(1, 21)]
+
+
+def test_refuses_to_overwrite_a_run_and_needs_labels(tmp_path, phantom_dirs):
+    with pytest.raises(ConfigError, match="needs class labels"):
+        Trainer(_cfg(tmp_path, phantom_dirs, "x", class_data=[], method="enc", steps=1))
+    with pytest.raises(ConfigError, match="at least one"):
+        TrainConfig(out="x", steps=1).validate()

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multimix.errors import ConfigError
+from multimix.methods.base import Batch, available_methods, get_method
+from multimix.models.net import ModelConfig, MultiMixNet
+
+PAPER_ROWS = ("unet", "enc", "encssl", "umtl", "umtls", "multimix")
+
+
+def _batch(b=2, s=32) -> Batch:
+    g = torch.Generator().manual_seed(0)
+
+    def img():
+        return torch.rand(b, 1, s, s, generator=g)
+
+    return Batch(
+        seg_x=img(),
+        seg_y=(img() > 0.5).float(),
+        seg_known=torch.ones(b, 1, dtype=torch.bool),
+        seg_unlabeled_x=img(),
+        cls_x=img(),
+        cls_y=torch.tensor([0, 1]),
+        weak_x=img(),
+        strong_x=img(),
+    )
+
+
+def test_every_paper_row_is_registered():
+    assert set(PAPER_ROWS) <= set(available_methods())
+    with pytest.raises(ConfigError, match="unknown method"):
+        get_method("nope")
+
+
+@pytest.mark.parametrize("name", PAPER_ROWS)
+def test_each_method_trains_the_parts_it_names(name):
+    method = get_method(name)
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=method.uses_bridge))
+    net.train()
+    loss, logs = method.loss(net, _batch())
+    loss.backward()
+    dec = any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.decoder.parameters())
+    cls = any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.classifier.parameters())
+    assert dec == method.trains_segmentation
+    assert cls == (method.trains_classifier or "loss_pseudo" in logs)
+    assert ("loss_kl" in logs) == (name == "multimix")
+    assert ("loss_pseudo" in logs) == (name in ("encssl", "umtls", "multimix"))
+
+
+def test_multimix_runs_the_decoder_only_on_mask_streams():
+    method = get_method("multimix")
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16)))
+    seen = []
+    net.decoder.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    method.loss(net, _batch(b=2))
+    assert seen == [4]  # 2 labeled + 2 unlabeled mask images, not the 6 class images

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multimix.models.net import ModelConfig, MultiMixNet, input_saliency
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])
+def test_shapes(norm):
+    net = MultiMixNet(ModelConfig(n_classes=3, n_structures=2, widths=(4, 8, 8, 16, 16), norm=norm))
+    out = net.eval()(torch.rand(2, 1, 32, 32))
+    assert out["logits"].shape == (2, 3)
+    assert out["mask_logits"].shape == (2, 2, 32, 32)
+    assert out["saliency"].shape == (2, 1, 32, 32)
+
+
+def test_saliency_has_input_shape_is_nonzero_and_matches_a_separate_pass():
+    torch.manual_seed(0)
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), norm="instance")).eval()
+    x = torch.rand(3, 1, 32, 32, requires_grad=True)
+    logits = net.classify(net.encode(x))
+    sal = input_saliency(logits, x)
+    assert sal.shape == x.shape and (sal > 0).any() and sal.amax() == pytest.approx(1.0)
+    # Per-image normalisation: the batched map equals the single-image one.
+    x1 = x[1:2].detach().requires_grad_(True)
+    single = input_saliency(net.classify(net.encode(x1)), x1)
+    torch.testing.assert_close(sal[1:2], single, atol=1e-5, rtol=1e-4)
+
+
+def test_bridge_changes_the_mask_and_is_required():
+    torch.manual_seed(0)
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16))).train()  # BN keeps signal scale
+    x = torch.rand(2, 1, 32, 32)
+    feats = net.encode(x)
+    a = net.segment(feats, x, torch.zeros_like(x))
+    b = net.segment(feats, x, torch.ones_like(x))
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="bridge"):
+        net.segment(feats)
+
+
+def test_no_bridge_model_needs_no_saliency():
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=False)).eval()
+    out = net(torch.rand(1, 1, 32, 32))
+    assert "saliency" not in out and out["mask_logits"].shape == (1, 1, 32, 32)

@@ -1,0 +1,246 @@
+"""Tests for multimix.report: synthetic metrics, logs and galleries, all built in tmp_path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from multimix.report import figures
+from multimix.report.html import Gallery, write_report
+
+S = 32
+CLASSES = ["normal", "pneumonia"]
+ODD_NAME = 'A&B <lab> "x"'
+
+
+def _disc(cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[:S, :S]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+
+
+def _gallery(source: str, *, with_true: bool = True, n: int = 3) -> Gallery:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, S, S), dtype=np.uint8)
+    pred = np.stack([_disc(16, 16, 8 + i) for i in range(n)])
+    true = np.stack([_disc(15, 17, 9) for _ in range(n)]) if with_true else None
+    titles = [f"IM-{i:04d}.png  dice 0.9{i}  pneumonia 0.8{i}" for i in range(n)]
+    return Gallery(source=source, images=images, pred_masks=pred, true_masks=true, titles=titles)
+
+
+def _train_log(n: int = 30) -> list[dict[str, str]]:
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "step": str(10 * (i + 1)),
+                "elapsed": f"{0.5 * i:.1f}",
+                "lr": "0.001",
+                "loss": f"{2.0 / (1 + i):.4f}",
+                "loss_seg": f"{1.0 / (1 + i):.4f}" if i % 3 else "",
+                "loss_cls": f"{0.8 / (1 + 0.5 * i):.4f}",
+                "loss_pseudo": "",
+                "pseudo_kept": "0.5" if i > 10 else "",
+                "train_acc": "",
+            }
+        )
+    return rows
+
+
+def _val_log() -> list[dict[str, str]]:
+    rows = []
+    for k in range(3):
+        rows.append(
+            {
+                "step": str(100 * (k + 1)),
+                "score": f"{0.6 + 0.1 * k:.3f}",
+                "jsrt/accuracy": "",
+                "jsrt/auc": "",
+                "jsrt/dice": f"{0.7 + 0.1 * k:.3f}",
+                "chest/accuracy": f"{0.5 + 0.1 * k:.3f}",
+                "chest/auc": f"{0.55 + 0.1 * k:.3f}" if k else "",
+                "chest/dice": "",
+            }
+        )
+    return rows
+
+
+def _metrics() -> dict:
+    return {
+        "run": "runs/demo",
+        "checkpoint": "best",
+        "sources": {
+            "jsrt": {
+                "n_images": 3,
+                "part": "test",
+                "classification": {
+                    "n": 3,
+                    "accuracy": 0.6667,
+                    "auc": None,
+                    "f1_macro": 0.5,
+                    "per_class": {
+                        "normal": {
+                            "precision": 1.0,
+                            "recall": 0.5,
+                            "f1": 0.6667,
+                            "auc": None,
+                            "support": 2,
+                        },
+                        "pneumonia": {
+                            "precision": 0.5,
+                            "recall": 1.0,
+                            "f1": 0.6667,
+                            "auc": None,
+                            "support": 1,
+                        },
+                    },
+                    "confusion": [[1, 1], [0, 1]],
+                },
+                "segmentation": {
+                    "dice": 0.91234,
+                    "iou": 0.84,
+                    "hd95": None,
+                    "lungs": {"n": 3, "dice": 0.91234, "iou": 0.84, "hd95": None},
+                },
+            },
+            "chest": {
+                "n_images": 120,
+                "part": "test",
+                "classification": {
+                    "n": 120,
+                    "accuracy": 0.875,
+                    "auc": 0.95,
+                    "f1_macro": 0.87,
+                    "per_class": {
+                        "normal": {
+                            "precision": 0.9,
+                            "recall": 0.8,
+                            "f1": 0.85,
+                            "auc": 0.95,
+                            "support": 50,
+                        },
+                        "pneumonia": {
+                            "precision": 0.87,
+                            "recall": 0.93,
+                            "f1": 0.9,
+                            "auc": 0.95,
+                            "support": 70,
+                        },
+                    },
+                    "confusion": [[40, 10], [5, 65]],
+                },
+            },
+            ODD_NAME: {"n_images": None, "part": None, "classification": None},
+        },
+    }
+
+
+def _figure_refs(page: str) -> list[str]:
+    return re.findall(r'src="(figures/[^"]+\.png)"', page)
+
+
+def _assert_valid_pngs(out: Path, refs: list[str]) -> None:
+    assert refs
+    for rel in refs:
+        png = out / rel
+        assert png.is_file(), rel
+        with Image.open(png) as im:
+            assert im.format == "PNG"
+            im.verify()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("report")
+    galleries = [_gallery("jsrt"), _gallery("chest", with_true=False), _gallery(ODD_NAME, n=1)]
+    path = write_report(
+        out,
+        "Demo <run> & co",
+        _metrics(),
+        _train_log(),
+        _val_log(),
+        CLASSES,
+        galleries,
+        notes=["checkpoint <best> selected", "a & b"],
+    )
+    return path, path.read_text(encoding="utf-8")
+
+
+def test_report_files_and_figures(report: tuple[Path, str]) -> None:
+    path, page = report
+    assert path.name == "report.html" and path.is_file()
+    assert (path.parent / "figures").is_dir()
+    refs = _figure_refs(page)
+    _assert_valid_pngs(path.parent, refs)
+    names = {Path(r).name for r in refs}
+    assert "training_curves.png" in names
+    assert sum(n.startswith("confusion_") for n in names) == 2
+    assert sum(n.startswith("gallery_") for n in names) == 3
+    # no temp files left behind
+    assert not [p for p in path.parent.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_report_content(report: tuple[Path, str]) -> None:
+    _, page = report
+    assert page.startswith("<!DOCTYPE html>")
+    for name in ("jsrt", "chest"):
+        assert f">{name}<" in page
+    assert "<li>checkpoint &lt;best&gt; selected</li>" in page
+    assert "<li>a &amp; b</li>" in page
+    assert "Demo &lt;run&gt; &amp; co" in page
+    # 3-decimal formatting and integers
+    assert ">0.912<" in page and ">0.667<" in page and ">120<" in page
+    # None metrics -> n/a (jsrt AUC, HD95; odd source has nothing)
+    assert ">n/a<" in page
+    summary = page.split('id="summary"')[1].split('id="training"')[0]
+    jsrt_row = next(r for r in summary.split("<tr>") if ">jsrt<" in r)
+    assert jsrt_row.count(">n/a<") == 2  # AUC and HD95
+    chest_row = next(r for r in summary.split("<tr>") if ">chest<" in r)
+    assert chest_row.count(">n/a<") == 3  # no segmentation block
+    # no external resources, no scripts
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+
+def test_special_characters_escaped(report: tuple[Path, str]) -> None:
+    _, page = report
+    assert ODD_NAME not in page
+    assert "A&amp;B &lt;lab&gt; &quot;x&quot;" in page
+    assert "<lab>" not in page
+
+
+def test_classification_only_and_empty_val_log(tmp_path: Path) -> None:
+    metrics = {"sources": {"chest": _metrics()["sources"]["chest"]}}
+    path = write_report(
+        tmp_path / "out",
+        "cls only",
+        metrics,
+        _train_log(5),
+        [],
+        CLASSES,
+        [_gallery("chest", with_true=False, n=2)],
+    )
+    page = path.read_text(encoding="utf-8")
+    _assert_valid_pngs(path.parent, _figure_refs(page))
+    assert "Segmentation</h3>" not in page
+    assert ">chest<" in page
+
+
+def test_minimal_inputs(tmp_path: Path) -> None:
+    path = write_report(tmp_path, "empty", {}, [], [], [], [])
+    page = path.read_text(encoding="utf-8")
+    assert _figure_refs(page) == []
+    assert "No training log" in page
+
+
+def test_figures_direct(tmp_path: Path) -> None:
+    p1 = figures.training_curves([], [], tmp_path / "c.png")
+    p2 = figures.confusion_matrix([[3, 0, 1], [0, 2, 0], [1, 1, 5]], ["a", "b"], tmp_path / "m.png")
+    blank = Gallery("s", np.zeros((1, S, S), np.uint8), np.zeros((1, S, S), bool), None, [])
+    p3 = figures.mask_gallery(blank, tmp_path / "g.png")
+    for p in (p1, p2, p3):
+        with Image.open(p) as im:
+            assert im.format == "PNG"
+    np.testing.assert_allclose(figures.running_mean(np.array([1.0, 3.0, 5.0]), 2), [1, 2, 4])
