@@ -20,6 +20,8 @@ class TrainConfig:
     class_data: list[str] = field(default_factory=list)
     seg_data: list[str] = field(default_factory=list)
     unlabeled_data: list[str] = field(default_factory=list)
+    pretrain_masks: list[str] = field(default_factory=list)  # pseudo-mask folders (DoLL)
+    pretrain_fraction: float = 0.3  # share of the budget spent pre-training on them
     labeled_class: int | None = None  # None: every class label in the training part
     labeled_seg: int | None = None  # None: every mask in the training part
     classes: list[str] = field(default_factory=lambda: ["normal", "pneumonia"])
@@ -65,6 +67,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 or 'all'")
+        if self.pretrain_masks and not 0 < self.pretrain_fraction < 1:
+            raise ConfigError("--pretrain-fraction must lie in (0, 1)")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise ConfigError("--val-fraction and --test-fraction must lie in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:

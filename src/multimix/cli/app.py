@@ -66,6 +66,11 @@ def train(
     class_data: Dirs = None,
     seg_data: Dirs = None,
     unlabeled_data: Dirs = None,
+    pretrain_masks: Annotated[
+        list[Path] | None,
+        typer.Option(metavar="DIR", help="Pre-train segmentation on these pseudo-masks first."),
+    ] = None,
+    pretrain_fraction: Annotated[float, typer.Option(help="Budget share of pre-training.")] = 0.3,
     labeled_class: Annotated[str | None, typer.Option(metavar="N|all")] = None,
     labeled_seg: Annotated[str | None, typer.Option(metavar="M|all")] = None,
     classes: str = "normal,pneumonia",
@@ -109,6 +114,8 @@ def train(
             class_data=[str(p) for p in class_data or []],
             seg_data=[str(p) for p in seg_data or []],
             unlabeled_data=[str(p) for p in unlabeled_data or []],
+            pretrain_masks=[str(p) for p in pretrain_masks or []],
+            pretrain_fraction=pretrain_fraction,
             labeled_class=parse_count(labeled_class, "--labeled-class"),
             labeled_seg=parse_count(labeled_seg, "--labeled-seg"),
             classes=list(parse_list(classes)),
@@ -198,6 +205,39 @@ def _print_summary(metrics: dict) -> None:
 
 @app.command()
 @friendly
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(metavar="INPUT", help="Image files (PNG, JPEG, DICOM) or folders."),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for masks, overlays, explanations, predictions.csv.")
+    ],
+    explain: Annotated[
+        str, typer.Option(metavar="saliency,gradcam,ig", help="Explanation maps to write.")
+    ] = "",
+    batch_size: int = 16,
+    device: str = "auto",
+) -> None:
+    """Masks, overlays and class probabilities (optionally explanation maps) for new images."""
+    from multimix.data.labels import parse_list
+    from multimix.engine.predict import predict_paths
+
+    summary = predict_paths(
+        run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device
+    )
+    typer.echo(f"{summary.n_ok} predicted, {summary.n_failed} failed")
+    for path, reason in summary.failures:
+        typer.echo(f"  {path}: {reason}")
+    if summary.n_ok:
+        typer.echo(f"results written to {out}")
+    else:
+        raise typer.Exit(2)
+
+
+@app.command()
+@friendly
 def phantom(
     out: Annotated[Path, typer.Option(help="Folder to write (shared layout).")],
     count: Annotated[int, typer.Option(help="Number of images.")] = 200,
@@ -233,6 +273,35 @@ def demo(
     from multimix.demo import run_demo
 
     run_demo(out, minutes, seed)
+
+
+@app.command("pseudo-masks")
+@friendly
+def pseudo_masks(
+    run: Annotated[Path, typer.Argument(help="Run whose classifier explains the images.")],
+    data: Dirs = None,
+    out: Annotated[Path, typer.Option(help="Folder to write (images/, masks/).")] = Path(
+        "pseudo-masks"
+    ),
+    method: Annotated[str, typer.Option(help="ig, gradcam or saliency")] = "ig",
+    part: Annotated[str, typer.Option(help="train: skip the run's val/test images; all")] = "train",
+    limit: Annotated[int | None, typer.Option(help="At most this many images (seeded).")] = None,
+    area: Annotated[float, typer.Option(help="Share of each image kept as mask.")] = 0.3,
+    batch_size: int = 16,
+    device: str = "auto",
+) -> None:
+    """Turn a classifier's explanations into pseudo-masks for pre-training segmentation."""
+    from multimix.explain.pseudo_masks import MaskRecipe, write_pseudo_masks
+
+    if not data:
+        raise ConfigError("give at least one --data DIR")
+    if part not in ("train", "all"):
+        raise ConfigError("--part must be train or all")
+    count = write_pseudo_masks(
+        run, [str(d) for d in data], out, method, part, limit, MaskRecipe(area=area),
+        batch_size, device,
+    )  # fmt: skip
+    typer.echo(f"{count} pseudo-masks written to {out}")
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """From the user's folders to a bank, the split, and the rows each stream draws from.
 
 Roles: ``class`` sources give image labels, ``seg`` sources give masks, ``unlabeled`` sources
-give images only. One folder may have several roles. Every source is split by patient into
+give images only, ``pretrain`` sources give (pseudo-)masks for a pre-training phase. One folder
+may have several roles. Every source is split by patient into
 train/val/test (unlabeled-only sources are all train); only train and val are ever loaded for
 training, and the split is saved so that evaluation can exclude the training images.
 """
@@ -22,13 +23,15 @@ from multimix.data.splits import choose_subset, split_by_patient
 from multimix.errors import ConfigError, DataError
 from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED
 
-ROLES = ("class", "seg", "unlabeled")
+ROLES = ("class", "seg", "unlabeled", "pretrain")
+PRETRAIN = "pretrain"
+TRAIN_ONLY = {"unlabeled", "pretrain"}  # roles whose sources are never split
 
 
 @dataclass
 class TrainingData:
     bank: Bank
-    rows: dict[str, torch.Tensor]  # stream name -> bank rows
+    rows: dict[str, torch.Tensor]  # stream name (and "pretrain") -> bank rows
     val: dict[str, torch.Tensor]  # source name -> bank rows of its val part
     split: dict
     sources: dict[str, Source]
@@ -69,7 +72,7 @@ def make_split(
     class_pool: list[tuple[str, str]] = []
     seg_pool: list[tuple[str, str]] = []
     for name, source in sources.items():
-        if roles[name] == ["unlabeled"]:
+        if set(roles[name]) <= TRAIN_ONLY:
             parts = {"train": sorted(r.name for r in source.records), "val": [], "test": []}
         else:
             parts = split_by_patient(source.records, val_fraction, test_fraction, seed)
@@ -137,7 +140,7 @@ def assemble(
                 rec = by_name[n]
                 if "class" not in info["roles"]:
                     rec = dataclasses.replace(rec, label=None)  # labels only from class sources
-                if "seg" not in info["roles"]:
+                if not {"seg", PRETRAIN} & set(info["roles"]):
                     rec = dataclasses.replace(rec, masks={})
                 records.append(rec)
     bank = load_bank(records, size, structures, labels, "loading training images")
@@ -154,6 +157,13 @@ def assemble(
         SEG_UNLABELED: rows(k for k in train if k not in labeled_seg),
         CLS: rows(labeled_cls),
         UNLABELED: rows(k for k in train if k not in labeled_cls),
+        PRETRAIN: rows(
+            (s, n)
+            for s, info in split["sources"].items()
+            if PRETRAIN in info["roles"]
+            for n in info["train"]
+            if bank.known[index[(s, n)]].any()
+        ),
     }
     val = {
         s: rows((s, n) for n in info["val"]) for s, info in split["sources"].items() if info["val"]

@@ -11,6 +11,7 @@ from multimix.data.sources import Record, Source
 from multimix.engine.inference import Predictions, predict
 from multimix.errors import CheckpointError, ConfigError, DataError
 from multimix.metrics import classification_metrics, segmentation_metrics
+from multimix.metrics.calibration import expected_calibration_error
 from multimix.models.net import MultiMixNet
 
 
@@ -26,9 +27,12 @@ def source_metrics(
     labels = bank.labels[rows]
     labeled = labels >= 0
     if labeled.any():
-        out["classification"] = classification_metrics(
-            preds.probs[labeled].numpy(), labels[labeled].numpy(), classes
-        )
+        probs, targets = preds.probs[labeled].numpy(), labels[labeled].numpy()
+        cls = classification_metrics(probs, targets, classes)
+        calibration = expected_calibration_error(probs, targets)
+        cls["ece"] = calibration.pop("ece")
+        cls["calibration"] = calibration  # per confidence bin, for the reliability diagram
+        out["classification"] = cls
     known = bank.known[rows]
     if known.any():
         pred = preds.masks >= 0.5
@@ -103,13 +107,22 @@ def evaluate_run(
     device: str = "auto",
     batch_size: int = 32,
     keep: bool = False,
+    explain: list[str] | tuple[str, ...] = (),
+    explain_samples: int = 32,
 ) -> tuple[dict, dict]:
-    """metrics.json content for ``folders``; with ``keep``, also banks and predictions."""
+    """metrics.json content for ``folders``; with ``keep``, also banks and predictions.
+
+    With ``explain`` methods (see :mod:`multimix.explain`), each source's block also gets
+    ``explanations``: lung share and deletion curve per method on up to ``explain_samples``
+    images (:func:`~multimix.explain.report_metrics.explanation_metrics`).
+    """
     from multimix.data.assemble import load_split
     from multimix.data.labels import LabelSpace
     from multimix.data.sources import load_source
     from multimix.engine.runtime import select_device
+    from multimix.explain.report_metrics import check_methods, explanation_metrics
 
+    explain = check_methods(explain)
     dev = select_device(device)
     cfg, model = load_run(run, device=dev)
     labels = LabelSpace(tuple(classes or cfg.classes), cfg.label_map | (label_map or {}))
@@ -130,6 +143,10 @@ def evaluate_run(
         rows = torch.arange(len(bank))
         preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep)
         block = source_metrics(bank, rows, preds, labels.classes, bank.structures)
+        if explain:
+            block["explanations"] = explanation_metrics(
+                model, bank, rows, explain, dev, samples=explain_samples
+            )
         results[source.name] = {"part": used, **block}
         if keep:
             kept[source.name] = (bank, preds)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 class CsvLog:
-    """Append-only CSV whose columns are fixed by its first row; resumable.
+    """Append-only CSV, resumable; a row with new keys widens the header (rewriting once).
 
     On resume, rows written after the checkpoint being resumed are dropped so that the log
     matches the training that actually continues.
@@ -18,27 +18,26 @@ class CsvLog:
         self.columns: list[str] | None = None
         if path.exists():
             with path.open(newline="") as fh:
-                reader = csv.reader(fh)
-                self.columns = next(reader, None)
+                self.columns = next(csv.reader(fh), None)
 
-    def truncate_after(self, step: int) -> None:
-        if not self.path.exists() or self.columns is None:
-            return
-        with self.path.open(newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if int(float(r["step"])) <= step]
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
         with self.path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns)
+            writer = csv.DictWriter(fh, fieldnames=self.columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
 
+    def truncate_after(self, step: int) -> None:
+        if self.columns is not None:
+            self._rewrite([r for r in self.read() if int(float(r["step"])) <= step])
+
     def write(self, row: dict[str, object]) -> None:
-        new = self.columns is None
-        if new:
-            self.columns = list(row)
+        new_keys = [k for k in row if k not in (self.columns or [])]
+        if new_keys:
+            old = self.read()
+            self.columns = [*(self.columns or []), *new_keys]
+            self._rewrite(old)
         with self.path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
+            writer = csv.DictWriter(fh, fieldnames=self.columns)
             writer.writerow({k: _fmt(row.get(k)) for k in self.columns})
 
     def read(self) -> list[dict[str, str]]:

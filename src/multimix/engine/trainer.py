@@ -16,6 +16,7 @@ import torch
 
 from multimix.config import TrainConfig
 from multimix.data.assemble import (
+    PRETRAIN,
     TrainingData,
     assemble,
     load_sources,
@@ -32,6 +33,7 @@ from multimix.engine.progress import console, progress_bar
 from multimix.engine.runtime import seed_everything, select_device, set_threads
 from multimix.errors import CheckpointError, ConfigError
 from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED, Method, get_method
+from multimix.methods.multimix import segmentation_pretraining
 from multimix.models.net import ModelConfig, MultiMixNet
 
 STREAM_NEEDS = {
@@ -74,6 +76,7 @@ class Trainer:
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.streams = self._streams()
+        self.pretrain = self._pretraining_phase()
         self.step, self.elapsed, self.best = 0, 0.0, -math.inf
         self.train_log = CsvLog(self.run / "train_log.csv")
         self.val_log = CsvLog(self.run / "val_log.csv")
@@ -83,7 +86,12 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------
     def _data(self) -> TrainingData:
         cfg = self.cfg
-        folders = {"class": cfg.class_data, "seg": cfg.seg_data, "unlabeled": cfg.unlabeled_data}
+        folders = {
+            "class": cfg.class_data,
+            "seg": cfg.seg_data,
+            "unlabeled": cfg.unlabeled_data,
+            PRETRAIN: cfg.pretrain_masks,
+        }
         sources, roles = load_sources(folders)
         split_path = self.run / "split.json"
         if self.resume:
@@ -137,6 +145,20 @@ class Trainer:
             pools[name] = Pool(name, pool_rows, sizes[name], cfg.seed)
         return Streams(self.data.bank, pools, cfg.augment, cfg.seed)
 
+    def _pretraining_phase(self) -> tuple[Method, Streams] | None:
+        """Segmentation pre-training on pseudo-masks (explanations as labels), if asked for."""
+        if not self.cfg.pretrain_masks:
+            return None
+        rows = self.data.rows[PRETRAIN]
+        if len(rows) == 0:
+            raise ConfigError("the --pretrain-masks folders hold no masks")
+        method = segmentation_pretraining(self.method.uses_bridge, self.cfg.weights)
+        pool = Pool(PRETRAIN, rows, self.cfg.batch_size, self.cfg.seed)
+        return method, Streams(self.data.bank, {SEG: pool}, self.cfg.augment, self.cfg.seed + 1)
+
+    def _pretraining(self) -> bool:
+        return self.pretrain is not None and self._progress() < self.cfg.pretrain_fraction
+
     # -- checkpoints -------------------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
@@ -150,6 +172,7 @@ class Trainer:
             "best": self.best,
             "optimizer": self.optimizer.state_dict(),
             "streams": self.streams.state_dict(),
+            "pretrain_streams": self.pretrain[1].state_dict() if self.pretrain else None,
             "torch_rng": torch.get_rng_state(),
         }
         ckpt.save_state(self.ckpt_dir / f"{tag}.state.pt", state)
@@ -165,6 +188,8 @@ class Trainer:
         state = ckpt.load_state(self.ckpt_dir / "last.state.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         self.streams.load_state_dict(state["streams"])
+        if self.pretrain and state.get("pretrain_streams"):
+            self.pretrain[1].load_state_dict(state["pretrain_streams"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
         self.train_log.truncate_after(self.step)
@@ -241,14 +266,16 @@ class Trainer:
         lr = self._lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch = self.streams.draw(self.method.streams).to(self.device)
+        method, streams = self.pretrain if self._pretraining() else (self.method, self.streams)
+        batch = streams.draw(method.streams).to(self.device)
         self.model.train()
-        loss, logs = self.method.loss(self.model, batch)
+        loss, logs = method.loss(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        row = {"step": self.step, "elapsed": round(self.elapsed, 3), "lr": lr, **logs}
+        row = {"step": self.step, "elapsed": round(self.elapsed, 3), "lr": lr}
+        row |= {"phase": "pretrain" if method is not self.method else "train", **logs}
         self.train_log.write(row)
         self.tb.scalars("train", logs, self.step)
         advance(info=f"loss {logs['loss']:.3f}", completed=self._completed())

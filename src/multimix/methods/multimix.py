@@ -25,6 +25,7 @@ from multimix.methods.base import (
     SEG_UNLABELED,
     UNLABELED,
     Batch,
+    LossWeights,
     Method,
     register,
 )
@@ -144,3 +145,10 @@ class UMTLS(JointObjective):
 class MultiMix(JointObjective):
     name, description = "multimix", "joint + pseudo-labels + saliency bridge + consistency"
     classify = segment = pseudo = bridge = consistency = True
+
+
+def segmentation_pretraining(bridge: bool, weights: LossWeights) -> JointObjective:
+    """Masks-only objective for pre-training on pseudo-masks; keeps the model's bridge in use."""
+    method = UNet(weights=weights)
+    method.bridge = bridge
+    return method

@@ -76,8 +76,15 @@ class MultiMixNet(nn.Module):
 
     @staticmethod
     def normalize(x: torch.Tensor) -> torch.Tensor:
-        """Fixed intensity scaling of [0, 1] radiographs; kept in the model so callers pass raw."""
-        return (x - 0.5) / 0.25
+        """Standardise each image to zero mean, unit variance.
+
+        Sources differ in exposure and contrast far more than in anatomy (pediatric scans,
+        journal figures); removing per-image brightness and contrast makes multi-source and
+        cross-domain use less brittle. Kept in the model so callers pass raw [0, 1] images.
+        """
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        std = x.std(dim=(-2, -1), keepdim=True)
+        return (x - mean) / (std + 1e-3)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.encoder(self.normalize(x))

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 if TYPE_CHECKING:
     from multimix.report.html import Gallery
@@ -30,6 +31,7 @@ LOSS_COLUMNS = ("loss", "loss_seg", "loss_cls", "loss_pseudo", "loss_kl")
 SMOOTH_WINDOW = 20
 PRED_COLOR = "#ff3b30"  # predicted mask outline
 TRUE_COLOR = "#34c759"  # reference mask outline
+HEAT_CMAP = "inferno"  # explanation maps
 _METRIC_STYLES = {"accuracy": "-", "auc": "--", "dice": ":"}
 
 
@@ -244,21 +246,42 @@ def _outline(ax: plt.Axes, mask: np.ndarray, color: str) -> None:
     ax.contour(m, levels=[0.5], colors=[color], linewidths=1.4)
 
 
+def _heat_overlay(ax: plt.Axes, image: np.ndarray, heat: np.ndarray) -> None:
+    """Radiograph in gray with the explanation map on top (transparent where it is ~0)."""
+    vmax = 255 if image.dtype == np.uint8 else None
+    ax.imshow(image, cmap="gray", vmin=0 if vmax else None, vmax=vmax, interpolation="nearest")
+    heat = np.asarray(heat, dtype=float)
+    ax.imshow(
+        np.ma.masked_less(heat, 0.05), cmap=HEAT_CMAP, vmin=0, vmax=1, alpha=0.6,
+        interpolation="nearest",
+    )  # fmt: skip
+
+
 def mask_gallery(gallery: Gallery, path: str | Path, max_images: int = 12) -> Path:
-    """Grid of radiographs with predicted (and, when known, true) mask outlines."""
+    """Grid of radiographs with predicted (and, when known, true) mask outlines.
+
+    When the gallery has ``heatmaps``, each radiograph is followed by its explanation map.
+    """
     images = np.asarray(gallery.images)
     n = min(len(images), max(0, int(max_images)))
     has_true = gallery.true_masks is not None
-    ncols = max(1, min(n, 4))
-    nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 3.5 * nrows + 0.6), squeeze=False)
+    heatmaps = gallery.heatmaps
+    per_item = 2 if heatmaps is not None else 1
+    items_per_row = 4 if per_item == 1 else 3
+    ncols = max(1, min(n, items_per_row)) * per_item
+    nrows = max(1, math.ceil(n / items_per_row))
+    width = 3.0 if per_item == 1 else 2.6
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width * ncols, (width + 0.5) * nrows + 0.6), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     if n == 0:
         _empty_panel(axes[0, 0], "no images")
     titles = list(gallery.titles)
+    wrap = 44 if per_item == 1 else 30
     for k in range(n):
-        ax = axes.flat[k]
+        ax = axes.flat[k * per_item]
         img = images[k]
         vmax = 255 if img.dtype == np.uint8 else None
         ax.imshow(img, cmap="gray", vmin=0 if vmax else None, vmax=vmax, interpolation="nearest")
@@ -267,12 +290,182 @@ def mask_gallery(gallery: Gallery, path: str | Path, max_images: int = 12) -> Pa
         if gallery.pred_masks is not None and k < len(gallery.pred_masks):
             _outline(ax, gallery.pred_masks[k], PRED_COLOR)
         caption = titles[k] if k < len(titles) else ""
-        ax.set_title(_plain("\n".join(textwrap.wrap(caption, 44))) or " ", fontsize=8)
+        ax.set_title(_plain("\n".join(textwrap.wrap(caption, wrap))) or " ", fontsize=8)
+        if heatmaps is not None:
+            ax_heat = axes.flat[k * per_item + 1]
+            _heat_overlay(ax_heat, img, heatmaps[k])
+            ax_heat.set_title(_plain(gallery.heatmap_name), fontsize=8)
 
     handles = [Line2D([], [], color=PRED_COLOR, lw=2, label="predicted mask")]
     if has_true:
         handles.append(Line2D([], [], color=TRUE_COLOR, lw=2, label="reference mask"))
-    fig.suptitle(_plain(gallery.source), fontsize=12)
+    if heatmaps is not None:
+        handles.append(
+            Patch(color=plt.get_cmap(HEAT_CMAP)(0.85), label="explanation (strong = bright)")
+        )
+    heading = gallery.heading
+    title = gallery.source if heading in ("", "Examples") else f"{gallery.source}: {heading}"
+    fig.suptitle(_plain(title), fontsize=12)
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97), h_pad=1.5)
+    return _save(fig, path)
+
+
+def roc_curves(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    path: str | Path,
+    title: str = "ROC curve",
+) -> Path:
+    """ROC curves: binary, of the positive class (the second); else one-vs-rest per class.
+
+    The legend gives each curve's AUC; a class that is absent (or the only one present) has no
+    curve.
+    """
+    probs = np.asarray(probs, dtype=float)
+    labels = np.asarray(labels)
+    n_classes = probs.shape[1] if probs.ndim == 2 else 0
+    names = list(classes) if len(classes) == n_classes else [str(c) for c in range(n_classes)]
+    shown = [1] if n_classes == 2 else list(range(n_classes))
+    fig, ax = plt.subplots(figsize=(5.0, 4.6))
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance")
+    drawn = 0
+    for c in shown:
+        positive = labels == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr = roc_points(probs[:, c], positive)
+        auc = float(np.trapezoid(tpr, fpr))
+        label = f"{names[c]} (AUC {auc:.3f})"
+        if n_classes == 2:
+            label = f"positive: {names[c]} (AUC {auc:.3f})"
+        ax.plot(fpr, tpr, lw=2, label=_plain(label))
+        drawn += 1
+    if not drawn:
+        _empty_panel(ax, "ROC undefined: one class only")
+    else:
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.set_xlabel("false positive rate (1 - specificity)")
+        ax.set_ylabel("true positive rate (sensitivity)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9, loc="lower right")
+    ax.set_title(_plain(title))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def roc_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold (ties form one step)."""
+    scores = np.asarray(scores, dtype=float)
+    positive = np.asarray(positive, dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    scores, positive = scores[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # end of each tie group
+    tps = np.cumsum(positive)[last]
+    fps = (last + 1) - tps
+    tpr = np.r_[0.0, tps / max(1, positive.sum())]
+    fpr = np.r_[0.0, fps / max(1, (~positive).sum())]
+    return fpr, tpr
+
+
+def reliability_diagram(calibration: dict, ece: float | None, path: str | Path, title: str) -> Path:
+    """Accuracy vs confidence per bin (bars) against the diagonal, with bin counts below."""
+    counts = np.asarray(calibration.get("count") or [], dtype=float)
+    bins = len(counts)
+    conf = np.array([np.nan if v is None else v for v in calibration.get("confidence") or []])
+    acc = np.array([np.nan if v is None else v for v in calibration.get("accuracy") or []])
+    fig, (ax, ax_n) = plt.subplots(
+        2, 1, figsize=(5.0, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ece_text = "n/a" if ece is None else f"{ece:.3f}"
+    ax.set_title(_plain(f"{title}\nexpected calibration error (ECE) = {ece_text}"))
+    if bins == 0 or len(conf) != bins or len(acc) != bins or counts.sum() == 0:
+        _empty_panel(ax, "no calibration data")
+        _empty_panel(ax_n, "")
+        return _save(fig, path)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    centers, width = (edges[:-1] + edges[1:]) / 2, 1.0 / bins
+    filled = counts > 0
+    ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfect calibration")
+    ax.bar(centers[filled], acc[filled], width=width * 0.9, color="#4a90d9",
+           edgecolor="#2f6fb2", label="accuracy")  # fmt: skip
+    gap_lo, gap_hi = np.minimum(acc, conf)[filled], np.maximum(acc, conf)[filled]
+    ax.bar(centers[filled], gap_hi - gap_lo, bottom=gap_lo, width=width * 0.9, color="#ff3b30",
+           alpha=0.25, hatch="//", edgecolor="#ff3b30", label="gap to confidence")  # fmt: skip
+    ax.plot(conf[filled], acc[filled], "o", color="black", ms=4, label="(mean confidence, accuracy)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax_n.bar(centers, counts, width=width * 0.9, color="0.55")
+    ax_n.set_xlabel("confidence (top class probability)")
+    ax_n.set_ylabel("images")
+    ax_n.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def dice_histogram(dice: np.ndarray, path: str | Path, title: str = "Dice per image") -> Path:
+    """Histogram of per-image Dice on [0, 1] with the mean and median marked."""
+    dice = np.asarray(dice, dtype=float)
+    dice = dice[np.isfinite(dice)]
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    if dice.size == 0:
+        _empty_panel(ax, "no images with a mask")
+    else:
+        ax.hist(dice, bins=np.linspace(0, 1, 21), color="#4a90d9", edgecolor="white")
+        mean, median = float(dice.mean()), float(np.median(dice))
+        ax.axvline(mean, color="#ff3b30", lw=2, label=f"mean {mean:.3f}")
+        ax.axvline(median, color="black", lw=1.5, ls="--", label=f"median {median:.3f}")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("Dice")
+        ax.set_ylabel("images")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9, loc="upper left")
+    ax.set_title(_plain(f"{title} (n = {dice.size})"))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def deletion_curves(explanations: dict, path: str | Path, title: str = "Deletion curves") -> Path:
+    """Class probability vs share of most-attributed pixels removed, one line per method.
+
+    ``explanations`` is a source's ``explanations`` block; the random-map reference is drawn
+    dashed. A faster fall (smaller area under the curve) means a more faithful map.
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    drawn, reference = 0, None
+    for method, block in explanations.items():
+        if not isinstance(block, dict):
+            continue
+        fractions = np.asarray(block.get("fractions") or [], dtype=float)
+        curve = np.asarray(block.get("deletion_curve") or [], dtype=float)
+        if fractions.size < 2 or curve.shape != fractions.shape:
+            continue
+        auc = block.get("deletion_auc")
+        label = method if auc is None else f"{method} (AUC {auc:.3f})"
+        ax.plot(fractions, curve, marker="o", ms=3, lw=2, label=_plain(label))
+        drawn += 1
+        random_curve = np.asarray(block.get("deletion_curve_random") or [], dtype=float)
+        if reference is None and random_curve.shape == fractions.shape:
+            reference = (fractions, random_curve, block.get("deletion_auc_random"))
+    if reference is not None:
+        fractions, curve, auc = reference
+        label = "random map" if auc is None else f"random map (AUC {auc:.3f})"
+        ax.plot(fractions, curve, color="0.45", ls="--", lw=1.5, label=label)
+    if drawn:
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("share of pixels removed (most attributed first)")
+        ax.set_ylabel("probability of the predicted class")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+    else:
+        _empty_panel(ax, "no deletion curves")
+    ax.set_title(_plain(title))
+    fig.tight_layout()
     return _save(fig, path)

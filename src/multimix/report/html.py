@@ -22,7 +22,7 @@ import numpy as np
 
 from multimix.report import figures
 
-__all__ = ["Gallery", "write_report"]
+__all__ = ["Gallery", "SourceScores", "write_report"]
 
 FIGURES_DIR = "figures"
 NA = "n/a"
@@ -30,13 +30,27 @@ NA = "n/a"
 
 @dataclass
 class Gallery:
-    """Examples of one source for the mask gallery."""
+    """Examples of one source for a mask gallery; a source may have several (by heading)."""
 
     source: str
     images: np.ndarray  # uint8 (n, S, S) radiographs
-    pred_masks: np.ndarray  # bool (n, S, S) predicted lung mask (first structure)
+    pred_masks: np.ndarray | None  # bool (n, S, S) predicted lung mask (first structure)
     true_masks: np.ndarray | None  # bool (n, S, S) or None when the source has no masks
     titles: list[str]  # one caption per image
+    heading: str = "Examples"  # section heading, e.g. "Worst segmentations", "False positives"
+    heatmaps: np.ndarray | None = None  # float (n, S, S) in [0, 1]: drawn next to each image
+    heatmap_name: str = "explanation"  # what the heatmaps are, e.g. "gradcam"
+    caption: str | None = None  # shown under the figure; default: what the outlines mean
+
+
+@dataclass
+class SourceScores:
+    """Per-image results of one source, for figures that need more than metrics.json."""
+
+    source: str
+    probs: np.ndarray | None = None  # float (n, C) class probabilities of the labeled images
+    labels: np.ndarray | None = None  # int (n,) their true class indices
+    dice: np.ndarray | None = None  # float (m,) lung Dice of the images that have a lung mask
 
 
 _CSS = """
@@ -69,6 +83,8 @@ tbody tr:nth-child(even) td { background: #fafbfc; }
 figure { margin: 10px 0 18px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 0.88em; }
+.figrow { display: flex; flex-wrap: wrap; gap: 4px 22px; align-items: flex-start; }
+.figrow figure { flex: 0 1 auto; max-width: 100%; }
 .empty { color: var(--muted); font-style: italic; }
 footer { margin-top: 48px; color: var(--muted); font-size: 0.85em; }
 """
@@ -199,9 +215,10 @@ def _classification_overview(cls: Mapping[str, Any]) -> str:
         + _cell(cls.get("accuracy"))
         + _cell(cls.get("auc"))
         + _cell(cls.get("f1_macro"))
+        + _cell(cls.get("ece"))
         + "</tr>"
     )
-    return _table(["n", "accuracy", "AUC", "F1 macro"], [row])
+    return _table(["n", "accuracy", "AUC", "F1 macro", "ECE"], [row])
 
 
 def _segmentation_table(seg: Mapping[str, Any]) -> str:
@@ -228,10 +245,64 @@ def _segmentation_table(seg: Mapping[str, Any]) -> str:
     return _table(["structure", "n", "Dice", "IoU", "HD95"], rows)
 
 
+def _explanation_table(explanations: Mapping[str, Any]) -> str:
+    rows = []
+    for method, block in explanations.items():
+        block = _dict(block)
+        rows.append(
+            f"<tr><td>{_esc(method)}</td>"
+            + _cell(block.get("lung_share"))
+            + _cell(block.get("lung_share_random"))
+            + _cell(block.get("deletion_auc"))
+            + _cell(block.get("deletion_auc_random"))
+            + _cell(block.get("n"), integer=True)
+            + "</tr>"
+        )
+    header = ["method", "lung share", "random-map lung share", "deletion AUC",
+              "random-map deletion AUC", "images"]  # fmt: skip
+    return _table(header, rows)
+
+
+_EXPLANATION_NOTE = (
+    "Lung share: the share of the attribution mass inside the reference lung mask (higher is "
+    "better; a random map gets about the lungs' share of the image). Deletion AUC: the mean "
+    "probability of the predicted class while the most attributed pixels are replaced by a "
+    "blurred copy, from none to all (lower is better: the map found what the class depends on)."
+)
+
+
+def _figrow(items: list[str]) -> list[str]:
+    return [f'<div class="figrow">{"".join(items)}</div>'] if items else []
+
+
+def _has_rows(values: np.ndarray | None) -> bool:
+    return values is not None and len(values) > 0
+
+
+def _gallery_html(gallery: Gallery, fname: str, name: str, fig_dir: Path) -> list[str]:
+    heading = f"<h3>{_esc(gallery.heading)}</h3>"
+    if not len(gallery.images):
+        return [heading, '<p class="empty">None in this source.</p>']
+    figures.mask_gallery(gallery, fig_dir / fname)
+    caption = gallery.caption
+    if caption is None:
+        caption = "Red: predicted lung mask."
+        if gallery.true_masks is not None:
+            caption += " Green: reference mask."
+        if gallery.heatmaps is not None:
+            caption += (
+                f" Right of each image: its {gallery.heatmap_name} map "
+                "(bright: strong attribution)."
+            )
+    alt = f"{gallery.heading.lower()} for {name}"
+    return [heading, _figure(f"{FIGURES_DIR}/{fname}", alt, caption)]
+
+
 def _source_section(
     name: str,
     block: Mapping[str, Any],
-    gallery: Gallery | None,
+    galleries: Sequence[Gallery],
+    scores: SourceScores | None,
     classes: Sequence[str],
     anchor: str,
     fig_dir: Path,
@@ -247,6 +318,11 @@ def _source_section(
 
     cls = _dict(block.get("classification"))
     seg = _dict(block.get("segmentation"))
+    explanations = _dict(block.get("explanations"))
+
+    def figure(fname: str, draw, alt: str, caption: str | None = None) -> str:
+        draw(fig_dir / fname)
+        return _figure(f"{FIGURES_DIR}/{fname}", alt, caption)
 
     if cls:
         parts.append("<h3>Classification</h3>")
@@ -254,34 +330,83 @@ def _source_section(
         per_class = _per_class_table(cls, classes)
         if per_class:
             parts.append(per_class)
+        row = []
         confusion = cls.get("confusion")
         if confusion is not None and np.asarray(confusion, dtype=float).size:
-            fname = f"confusion_{anchor}.png"
-            figures.confusion_matrix(
-                confusion, list(classes), fig_dir / fname, title=f"{name}: confusion matrix"
-            )
-            parts.append(
-                _figure(
-                    f"{FIGURES_DIR}/{fname}",
+            row.append(
+                figure(
+                    f"confusion_{anchor}.png",
+                    lambda p: figures.confusion_matrix(
+                        confusion, list(classes), p, title=f"{name}: confusion matrix"
+                    ),
                     f"confusion matrix for {name}",
                     "Rows: true class; columns: predicted class.",
                 )
             )
+        if scores is not None and _has_rows(scores.probs) and _has_rows(scores.labels):
+            roc_caption = (
+                f"Positive class: {classes[1]}."
+                if len(classes) == 2
+                else "One curve per class (that class against the others)."
+            )
+            row.append(
+                figure(
+                    f"roc_{anchor}.png",
+                    lambda p: figures.roc_curves(
+                        scores.probs, scores.labels, list(classes), p, title=f"{name}: ROC curve"
+                    ),
+                    f"ROC curve for {name}",
+                    roc_caption,
+                )
+            )
+        calibration = _dict(cls.get("calibration"))
+        if calibration.get("count"):
+            row.append(
+                figure(
+                    f"reliability_{anchor}.png",
+                    lambda p: figures.reliability_diagram(
+                        calibration, _number(cls.get("ece")), p, f"{name}: reliability"
+                    ),
+                    f"reliability diagram for {name}",
+                    "Accuracy of the predicted class per confidence bin; on the diagonal, the "
+                    "probabilities mean what they say.",
+                )
+            )
+        parts += _figrow(row)
 
     if seg:
         parts.append("<h3>Segmentation</h3>")
         parts.append(_segmentation_table(seg))
+        if scores is not None and _has_rows(scores.dice):
+            parts.append(
+                figure(
+                    f"dice_{anchor}.png",
+                    lambda p: figures.dice_histogram(scores.dice, p, f"{name}: lung Dice per image"),
+                    f"Dice distribution for {name}",
+                )
+            )
 
-    if gallery is not None and len(gallery.images):
-        fname = f"gallery_{anchor}.png"
-        figures.mask_gallery(gallery, fig_dir / fname)
-        caption = "Red: predicted lung mask."
-        if gallery.true_masks is not None:
-            caption += " Green: reference mask."
-        parts.append("<h3>Examples</h3>")
-        parts.append(_figure(f"{FIGURES_DIR}/{fname}", f"mask gallery for {name}", caption))
+    used: set[str] = set()
+    for gallery in galleries:
+        key = _slug(gallery.heading, used)
+        fname = f"gallery_{anchor}.png" if key == "examples" else f"gallery_{anchor}_{key}.png"
+        if len(gallery.images) or key != "examples":
+            parts += _gallery_html(gallery, fname, name, fig_dir)
 
-    if not cls and not seg and gallery is None:
+    if explanations:
+        parts.append("<h3>Explanations</h3>")
+        parts.append(f'<p class="meta">{_esc(_EXPLANATION_NOTE)}</p>')
+        parts.append(_explanation_table(explanations))
+        parts.append(
+            figure(
+                f"deletion_{anchor}.png",
+                lambda p: figures.deletion_curves(explanations, p, f"{name}: deletion curves"),
+                f"deletion curves for {name}",
+                "Dashed: the same for a random map.",
+            )
+        )
+
+    if not cls and not seg and not galleries and not explanations:
         parts.append('<p class="empty">No metrics for this source.</p>')
     parts.append("</section>")
     return "\n".join(parts)
@@ -311,9 +436,13 @@ def write_report(
     classes: list[str],
     galleries: list[Gallery],
     notes: list[str] | None = None,
+    scores: list[SourceScores] | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` and its figures under ``out_dir/figures/``.
 
+    Per source: metric tables, confusion matrix, reliability diagram (from the metrics' bins),
+    ROC curve and Dice histogram (from ``scores``), the galleries in the order given, and the
+    explanation table and deletion curves when the block has ``explanations``.
     Missing metric blocks or values render as ``n/a``. Returns the path of the HTML page.
     """
     out_dir = Path(out_dir)
@@ -325,9 +454,10 @@ def write_report(
     val_log = list(val_log or [])
 
     blocks = {str(k): _dict(v) for k, v in _dict(metrics.get("sources")).items()}
-    by_source: dict[str, Gallery] = {}
+    by_source: dict[str, list[Gallery]] = {}
     for gallery in galleries or []:
-        by_source.setdefault(str(gallery.source), gallery)
+        by_source.setdefault(str(gallery.source), []).append(gallery)
+    scores_of = {str(sc.source): sc for sc in scores or []}
     sources = list(blocks) + [s for s in by_source if s not in blocks]
     used: set[str] = {"top", "summary", "training"}
     anchors = {name: _slug(name, used) for name in sources}
@@ -373,7 +503,13 @@ def write_report(
     for name in sources:
         body.append(
             _source_section(
-                name, blocks.get(name, {}), by_source.get(name), classes, anchors[name], fig_dir
+                name,
+                blocks.get(name, {}),
+                by_source.get(name, []),
+                scores_of.get(name),
+                classes,
+                anchors[name],
+                fig_dir,
             )
         )
 

@@ -1,0 +1,39 @@
+"""Calibration: do the predicted probabilities mean what they say?"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.metrics import calibration_binning
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 10) -> dict:
+    """Top-label expected calibration error over ``bins`` equal-width confidence bins.
+
+    The confidence of an image is its highest class probability; it is correct when that class is
+    the true one. ECE is the count-weighted mean of |accuracy - mean confidence| over the bins.
+    Bins are (left, right]: a confidence on an edge counts in the lower bin (MONAI's binning).
+    Returns ``ece`` (None without images) and per bin its mean ``confidence``, ``accuracy``
+    (None for an empty bin) and ``count``.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets)
+    if len(targets) == 0:
+        return {"ece": None, "confidence": [None] * bins, "accuracy": [None] * bins,
+                "count": [0] * bins}  # fmt: skip
+    confidence = torch.from_numpy(probs.max(axis=1)).float().view(1, 1, -1)
+    correct = torch.from_numpy(probs.argmax(axis=1) == targets).float().view(1, 1, -1)
+    mean_conf, mean_acc, counts = (t[0, 0].double() for t in calibration_binning(confidence, correct, bins))
+    filled = counts > 0
+    gaps = (mean_acc[filled] - mean_conf[filled]).abs()
+    ece = float((counts[filled] * gaps).sum() / counts.sum())
+
+    def listed(values: torch.Tensor) -> list[float | None]:
+        return [float(v) if ok else None for v, ok in zip(values, filled, strict=True)]
+
+    return {
+        "ece": ece,
+        "confidence": listed(mean_conf),
+        "accuracy": listed(mean_acc),
+        "count": [int(c) for c in counts],
+    }
