@@ -78,7 +78,7 @@ class TrainConfig:
         return json.dumps(asdict(self), indent=2)
 
     def save(self, run: Path) -> None:
-        from multimix.engine.checkpoint import atomic_write_text
+        from multimix.atomic import atomic_write_text
 
         atomic_write_text(run / "config.json", self.to_json())
 

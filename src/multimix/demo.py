@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from multimix.atomic import atomic_write_text
 from multimix.config import TrainConfig
 from multimix.data.phantom import write_source
-from multimix.engine.checkpoint import atomic_write_text
 from multimix.engine.evaluate import evaluate_run
 from multimix.engine.progress import console
 from multimix.engine.trainer import resume, train

@@ -29,6 +29,7 @@ def test_train_evaluate_on_phantoms(tmp_path, phantom_dirs):
     result = invoke(
         "evaluate", run, "--data", phantom_dirs["cls"], "--data", phantom_dirs["seg"],
         "--data", phantom_dirs["ped"], "--out", out, "--report", tmp_path / "report",
+        "--explain", "saliency,gradcam",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())["sources"]
@@ -39,6 +40,19 @@ def test_train_evaluate_on_phantoms(tmp_path, phantom_dirs):
     assert {"accuracy", "auc", "f1_macro", "per_class", "confusion"} <= set(cls)
     assert {"dice", "iou", "hd95"} <= set(metrics["ph_seg"]["segmentation"])
     assert (tmp_path / "report" / "report.html").exists()
+    assert cls["ece"] is not None and sum(cls["calibration"]["count"]) == cls["n"]
+    for name, block in metrics.items():
+        assert set(block["explanations"]) == {"saliency", "gradcam"}, name
+        for method in block["explanations"].values():
+            assert method["deletion_auc"] is not None
+            assert (method["lung_share"] is None) == (name == "ph_cls")  # no masks there
+    figs = {p.name for p in (tmp_path / "report" / "figures").glob("*.png")}
+    for prefix in ("roc_", "reliability_", "dice_", "deletion_"):
+        assert any(f.startswith(prefix) for f in figs), prefix
+    for suffix in ("_worst-segmentations.png", "_best-segmentations.png"):
+        assert any(f.endswith(suffix) for f in figs), suffix
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "<h3>False positives</h3>" in page and "<h3>Explanations</h3>" in page
     split = json.loads((run / "split.json").read_text())["sources"]["ph_cls"]
     assert metrics["ph_cls"]["n_images"] == len(split["test"])
 

@@ -411,5 +411,13 @@ def test_write_png_rejects_bad_arrays(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_png(tmp_path / "b.png", np.zeros((2, 2), dtype=np.int32))
     with pytest.raises(ValueError):
-        write_png(tmp_path / "c.png", np.zeros((2, 2, 3), dtype=np.uint8))
+        write_png(tmp_path / "c.png", np.zeros((2, 2, 4), dtype=np.uint8))
+    with pytest.raises(ValueError):
+        write_png(tmp_path / "d.png", np.zeros((2, 2, 3), dtype=np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_png_writes_rgb(tmp_path: Path) -> None:
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    write_png(tmp_path / "rgb.png", rgb)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "rgb.png")), rgb)

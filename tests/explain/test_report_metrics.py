@@ -34,7 +34,8 @@ def _bank(n_masked: int) -> Bank:
     rng = np.random.default_rng(3)
     phantoms = [make_phantom(rng, size=S, pneumonia=i % 2 == 1) for i in range(N)]
     images = torch.from_numpy(np.stack([p.image for p in phantoms]))[:, None]
-    masks = torch.from_numpy(np.stack([p.masks["lungs"] for p in phantoms]))[:, None].to(torch.uint8)
+    lungs = np.stack([p.masks["lungs"] for p in phantoms]).astype(np.uint8)
+    masks = torch.from_numpy(lungs)[:, None]
     known = torch.zeros((N, 1), dtype=torch.bool)
     known[:n_masked] = True
     masks[n_masked:] = 0
@@ -63,11 +64,14 @@ def test_keys_ranges_and_random_reference(model: MultiMixNet) -> None:
         assert block["fractions"][0] == 0.0 and block["fractions"][-1] == 1.0
         assert all(0.0 <= s <= 1.0 for s in block["deletion_curve"])
         assert 0.0 <= block["deletion_auc"] <= 1.0
-        assert block["deletion_auc"] == pytest.approx(np.trapezoid(block["deletion_curve"],
-                                                                   block["fractions"]))  # fmt: skip
+        assert block["deletion_auc"] == pytest.approx(
+            np.trapezoid(block["deletion_curve"], block["fractions"])
+        )
     # the same random reference for every method; the intact image scores the same too
     assert out["saliency"]["lung_share_random"] == out["gradcam"]["lung_share_random"]
-    assert out["saliency"]["deletion_curve"][0] == pytest.approx(out["gradcam"]["deletion_curve"][0])
+    assert out["saliency"]["deletion_curve"][0] == pytest.approx(
+        out["gradcam"]["deletion_curve"][0]
+    )
 
 
 def test_masked_images_first_and_no_masks(model: MultiMixNet) -> None:

@@ -40,8 +40,12 @@ def test_ece_multiclass_and_extremes() -> None:
     certain = expected_calibration_error(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1]), 5)
     assert certain["ece"] == pytest.approx(0.0) and certain["count"] == [0, 0, 0, 0, 2]
     empty = expected_calibration_error(np.zeros((0, 2)), np.zeros(0, int), bins=4)
-    assert empty == {"ece": None, "confidence": [None] * 4, "accuracy": [None] * 4,
-                     "count": [0] * 4}  # fmt: skip
+    assert empty == {
+        "ece": None,
+        "confidence": [None] * 4,
+        "accuracy": [None] * 4,
+        "count": [0] * 4,
+    }
 
 
 def test_ece_bin_edge_goes_to_lower_bin() -> None:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from multimix.report import figures
-from multimix.report.html import Gallery, write_report
+from multimix.report.html import Gallery, SourceScores, write_report
 
 S = 32
 CLASSES = ["normal", "pneumonia"]
@@ -244,3 +244,135 @@ def test_figures_direct(tmp_path: Path) -> None:
         with Image.open(p) as im:
             assert im.format == "PNG"
     np.testing.assert_allclose(figures.running_mean(np.array([1.0, 3.0, 5.0]), 2), [1, 2, 4])
+
+
+# --------------------------------------------------------------------------- new figures
+
+
+def _explanations() -> dict:
+    fractions = [k / 10 for k in range(11)]
+    block = {
+        "n": 8,
+        "n_masked": 8,
+        "lung_share_random": 0.31,
+        "deletion_auc_random": 0.7,
+        "fractions": fractions,
+        "deletion_curve_random": [0.9 - 0.04 * k for k in range(11)],
+    }
+    return {
+        "saliency": {
+            **block,
+            "lung_share": 0.62,
+            "deletion_auc": 0.41,
+            "deletion_curve": [0.9 * (1 - f) ** 2 + 0.1 for f in fractions],
+        },
+        "gradcam": {
+            **block,
+            "lung_share": 0.55,
+            "deletion_auc": 0.48,
+            "deletion_curve": [0.9 * (1 - f) + 0.05 for f in fractions],
+        },
+    }
+
+
+def _rich_metrics() -> dict:
+    metrics = _metrics()
+    chest = metrics["sources"]["chest"]["classification"]
+    chest["ece"] = 0.0734
+    chest["calibration"] = {
+        "confidence": [None] * 5 + [0.56, 0.65, 0.74, 0.86, 0.95],
+        "accuracy": [None] * 5 + [0.5, 0.6, 0.8, 0.9, 0.97],
+        "count": [0] * 5 + [8, 12, 20, 30, 50],
+    }
+    metrics["sources"]["jsrt"]["explanations"] = _explanations()
+    return metrics
+
+
+def _scores() -> list[SourceScores]:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 120)
+    p1 = np.clip(0.3 * labels + rng.normal(0.35, 0.2, 120), 0, 1)
+    return [
+        SourceScores("chest", np.stack([1 - p1, p1], axis=1), labels),
+        SourceScores("jsrt", dice=rng.beta(8, 1.5, 40)),
+    ]
+
+
+def _heat_gallery(heading: str, n: int = 4) -> Gallery:
+    g = _gallery("jsrt", n=n)
+    yy, xx = np.mgrid[:S, :S]
+    heat = np.exp(-((yy - 12) ** 2 + (xx - 20) ** 2) / 40.0)
+    g.heading, g.heatmaps, g.heatmap_name = heading, np.stack([heat] * n), "gradcam"
+    return g
+
+
+@pytest.fixture(scope="module")
+def rich_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("rich")
+    worst, best = _gallery("jsrt"), _gallery("jsrt")
+    worst.heading, best.heading = "Worst segmentations", "Best segmentations"
+    empty = Gallery("jsrt", np.zeros((0, S, S), np.uint8), None, None, [], "False negatives")
+    galleries = [worst, best, _heat_gallery("False positives"), empty]
+    path = write_report(out, "rich", _rich_metrics(), [], [], CLASSES, galleries, scores=_scores())
+    return path, path.read_text(encoding="utf-8")
+
+
+def test_rich_report_figures(rich_report: tuple[Path, str]) -> None:
+    path, page = rich_report
+    refs = _figure_refs(page)
+    _assert_valid_pngs(path.parent, refs)
+    names = {Path(r).name for r in refs}
+    assert {"roc_chest.png", "reliability_chest.png", "dice_jsrt.png", "deletion_jsrt.png"} <= names
+    assert {
+        "gallery_jsrt_worst-segmentations.png",
+        "gallery_jsrt_best-segmentations.png",
+        "gallery_jsrt_false-positives.png",
+    } <= names
+    # jsrt has no calibration bins and no class scores: no reliability diagram or ROC for it
+    assert "reliability_jsrt.png" not in names and "roc_jsrt.png" not in names
+    assert not [p for p in path.parent.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_rich_report_sections(rich_report: tuple[Path, str]) -> None:
+    _, page = rich_report
+    jsrt = page.split('<section id="jsrt">')[1].split("</section>")[0]
+    for heading in (
+        "Worst segmentations",
+        "Best segmentations",
+        "False positives",
+        "False negatives",
+        "Explanations",
+    ):
+        assert f"<h3>{heading}</h3>" in jsrt
+    assert jsrt.index("Worst segmentations") < jsrt.index("Best segmentations")
+    assert "None in this source." in jsrt  # the empty false-negative gallery
+    assert "gradcam map" in jsrt
+    table = jsrt.split("<h3>Explanations</h3>")[1]
+    assert ">0.620<" in table and ">0.310<" in table and ">0.410<" in table
+    chest = page.split('<section id="chest">')[1].split("</section>")[0]
+    assert ">0.073<" in chest and "<th>ECE</th>" in chest
+    assert "Positive class: pneumonia." in chest
+
+
+def test_figures_of_new_kinds_direct(tmp_path: Path) -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.8 + 0.2 / 3
+    out = [
+        figures.roc_curves(probs, labels, ["a", "b", "c"], tmp_path / "roc3.png"),
+        figures.roc_curves(probs[:, :2], np.zeros(6, int), ["a", "b"], tmp_path / "roc1.png"),
+        figures.reliability_diagram({}, None, tmp_path / "rel.png", "empty"),
+        figures.dice_histogram(np.array([np.nan]), tmp_path / "dice.png"),
+        figures.deletion_curves({}, tmp_path / "del.png"),
+    ]
+    for p in out:
+        with Image.open(p) as im:
+            assert im.format == "PNG"
+
+
+def test_roc_points_match_auc() -> None:
+    scores = np.array([0.9, 0.8, 0.8, 0.4, 0.3, 0.1])
+    positive = np.array([1, 1, 0, 1, 0, 0], bool)
+    fpr, tpr = figures.roc_points(scores, positive)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
+    # pairs (positive, negative) ranked right: 3 + 2.5 (the tie at 0.8 counts half) + 2 of 9
+    assert np.trapezoid(tpr, fpr) == pytest.approx(7.5 / 9)

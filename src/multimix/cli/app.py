@@ -155,10 +155,20 @@ def evaluate(
     ] = "test",
     device: str = "auto",
     batch_size: int = 32,
+    explain: Annotated[
+        str,
+        typer.Option(
+            metavar="saliency,gradcam,ig",
+            help="Measure these explanation methods (lung share, deletion curve).",
+        ),
+    ] = "",
+    explain_samples: Annotated[
+        int, typer.Option(help="Images per source for the explanation metrics.")
+    ] = 32,
 ) -> None:
     """Metrics per source, on images the run never trained on."""
+    from multimix.atomic import atomic_write_text
     from multimix.data.labels import parse_label_map, parse_list
-    from multimix.engine.checkpoint import atomic_write_text
     from multimix.engine.evaluate import evaluate_run
 
     if not data:
@@ -174,6 +184,8 @@ def evaluate(
         device,
         batch_size,
         keep=report is not None,
+        explain=list(parse_list(explain)),
+        explain_samples=explain_samples,
     )
     atomic_write_text(out, json.dumps(metrics, indent=2))
     typer.echo(f"metrics written to {out}")
@@ -181,7 +193,7 @@ def evaluate(
     if report is not None:
         from multimix.report.build import build_report
 
-        path = build_report(report, run, metrics, kept)
+        path = build_report(report, run, metrics, kept, device=device)
         typer.echo(f"report written to {path}")
 
 

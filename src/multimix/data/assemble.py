@@ -108,7 +108,7 @@ def _choose(pool, count, seed, stratum):
 
 
 def save_split(path: Path, split: dict) -> None:
-    from multimix.engine.checkpoint import atomic_write_text
+    from multimix.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(split, indent=1))
 

@@ -12,8 +12,6 @@ never a silently wrong array.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import stat
 import warnings
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
+from multimix.atomic import atomic_write
 from multimix.errors import DataError
 
 __all__ = [
@@ -154,20 +153,10 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     """
     path = Path(path)
     pixels = _to_uint8(array)
-    # A hidden, randomly named sibling: same filesystem (so os.replace is atomic), ignored by
-    # is_image_file, and created with "x" so it gets normal umask permissions, unlike mkstemp.
-    tmp_path = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp_path.open("xb") as fh:
-            Image.fromarray(pixels).save(fh, format="PNG")
-        os.replace(tmp_path, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        if isinstance(exc, OSError):
-            raise DataError(path, f"cannot write PNG: {_reason(exc)}") from exc
-        raise
+        atomic_write(path, lambda fh: Image.fromarray(pixels).save(fh, format="PNG"))
+    except OSError as exc:
+        raise DataError(path, f"cannot write PNG: {_reason(exc)}") from exc
 
 
 # --------------------------------------------------------------------------- file checks
@@ -451,10 +440,12 @@ def _check_size(size: int) -> int:
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Convert bool / uint8 / float-in-[0,1] 2-D arrays to uint8 for PNG writing."""
+    """Convert bool / uint8 / float-in-[0,1] 2-D arrays (or uint8 RGB) to uint8 for PNG."""
     array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
     if array.ndim != 2:
-        raise ValueError(f"write_png needs a 2-D array, got shape {array.shape}")
+        raise ValueError(f"write_png needs a 2-D or RGB uint8 array, got shape {array.shape}")
     if array.dtype == bool:
         return array.astype(np.uint8) * np.uint8(255)
     if array.dtype == np.uint8:

@@ -7,44 +7,24 @@ with ``torch.load(weights_only=True)``, which only admits tensors and plain cont
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from multimix.atomic import atomic_write
 from multimix.errors import CheckpointError
 from multimix.models.net import ModelConfig, MultiMixNet
 
 FORMAT = "multimix-checkpoint-1"
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """Write via a temp file in the same folder, fsync it, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
-
-
 def save_weights(path: Path, model: MultiMixNet) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "model": json.dumps(model.cfg.to_dict())}
-    _atomic(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(path, lambda fh: fh.write(save(state, metadata=meta)))
 
 
 def load_weights(path: Path, device: torch.device | str = "cpu") -> MultiMixNet:
@@ -76,7 +56,7 @@ def load_weights(path: Path, device: torch.device | str = "cpu") -> MultiMixNet:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_state(path: Path) -> dict[str, Any]:

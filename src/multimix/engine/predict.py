@@ -8,11 +8,8 @@ that cannot be read is reported in ``failures.csv`` and the others go on.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +125,7 @@ def predict_paths(
         DataError: an input folder without images.
         CheckpointError: the run cannot be loaded.
     """
-    from multimix.engine.checkpoint import atomic_write_text
+    from multimix.atomic import atomic_write_text
     from multimix.engine.evaluate import load_run
     from multimix.engine.progress import progress_bar
     from multimix.engine.runtime import select_device
@@ -217,10 +214,10 @@ def _predict_batch(
         write_png(out / "masks" / f"{name}.png", mask)
         k = int(probs[i].argmax())
         label = f"{classes[k]} {float(probs[i, k]):.2f}"
-        _write_rgb(out / "overlays" / f"{name}.png", _overlay(image, mask, label))
+        write_png(out / "overlays" / f"{name}.png", _overlay(image, mask, label))
         for method, attr in maps.items():
             heat = _heatmap(image, np.clip(_upsample(attr[i], shape), 0.0, 1.0))
-            _write_rgb(out / "explanations" / method / f"{name}.png", heat)
+            write_png(out / "explanations" / method / f"{name}.png", heat)
         rows.append(
             [
                 str(path),
@@ -288,18 +285,3 @@ def _heatmap(image: np.ndarray, attr: np.ndarray) -> np.ndarray:
     gray = np.clip(image, 0.0, 1.0).astype(np.float32)[..., None]
     blend = (1.0 - alpha) * gray + alpha * lut[levels]
     return np.rint(np.clip(blend, 0.0, 1.0) * 255).astype(np.uint8)
-
-
-def _write_rgb(path: Path, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 array as PNG via a hidden temporary file and an atomic rename."""
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        with tmp.open("xb") as fh:
-            Image.fromarray(rgb).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise DataError(path, f"cannot write PNG: {exc.strerror or exc}") from exc
-        raise

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from multimix.atomic import atomic_write_text
 from multimix.data.bank import load_bank
 from multimix.data.io import write_png
 from multimix.data.sources import Record, load_source
-from multimix.engine.checkpoint import atomic_write_text
 from multimix.engine.progress import progress_bar
 from multimix.errors import ConfigError
 

@@ -19,11 +19,17 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int
     probs = np.asarray(probs, dtype=np.float64)
     targets = np.asarray(targets)
     if len(targets) == 0:
-        return {"ece": None, "confidence": [None] * bins, "accuracy": [None] * bins,
-                "count": [0] * bins}  # fmt: skip
+        return {
+            "ece": None,
+            "confidence": [None] * bins,
+            "accuracy": [None] * bins,
+            "count": [0] * bins,
+        }
     confidence = torch.from_numpy(probs.max(axis=1)).float().view(1, 1, -1)
     correct = torch.from_numpy(probs.argmax(axis=1) == targets).float().view(1, 1, -1)
-    mean_conf, mean_acc, counts = (t[0, 0].double() for t in calibration_binning(confidence, correct, bins))
+    mean_conf, mean_acc, counts = (
+        t[0, 0].double() for t in calibration_binning(confidence, correct, bins)
+    )
     filled = counts > 0
     gaps = (mean_acc[filled] - mean_conf[filled]).abs()
     ece = float((counts[filled] * gaps).sum() / counts.sum())

@@ -2,53 +2,237 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from multimix.data.bank import Bank
 from multimix.engine.inference import Predictions
 from multimix.engine.logger import CsvLog
+from multimix.explain.report_metrics import lung_index
 from multimix.metrics.segmentation import per_image_dice
-from multimix.report.html import Gallery, write_report
+from multimix.report.html import Gallery, SourceScores, write_report
+
+GALLERY_SIZE = 6  # images per best / worst / false-positive / false-negative gallery
+
+Heatmaps = Callable[[Bank, Predictions, torch.Tensor], np.ndarray]
+
+
+def _title(bank: Bank, preds: Predictions, classes: list[str], i: int, extra: str = "") -> str:
+    top = int(preds.probs[i].argmax())
+    text = f"{bank.records[i].name[:24]}  {classes[top]} {float(preds.probs[i, top]):.2f}"
+    return f"{text}  {extra}" if extra else text
+
+
+def _lung_dice(bank: Bank, preds: Predictions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows with a lung mask and the lung Dice of each."""
+    lung = lung_index(bank.structures)
+    if lung is None or not bank.known[:, lung].any():
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    rows = torch.nonzero(bank.known[:, lung]).flatten()
+    pred = preds.masks[rows, lung : lung + 1] >= 0.5
+    dice = per_image_dice(pred, bank.masks[rows, lung : lung + 1].bool()).flatten()
+    return rows, dice
+
+
+def _gallery(
+    source: str,
+    bank: Bank,
+    preds: Predictions,
+    rows: torch.Tensor,
+    titles: list[str],
+    heading: str,
+    **extra,
+) -> Gallery:
+    lung = lung_index(bank.structures)
+    has_true = lung is not None and bool(bank.known[rows, lung].any())
+    pred = preds.masks[rows, lung] >= 0.5 if lung is not None else None
+    return Gallery(
+        source=source,
+        images=bank.images[rows, 0].numpy(),
+        pred_masks=pred.numpy() if pred is not None else None,
+        true_masks=bank.masks[rows, lung].numpy().astype(bool) if has_true else None,
+        titles=titles,
+        heading=heading,
+        **extra,
+    )
 
 
 def gallery(
     source: str, bank: Bank, preds: Predictions, classes: list[str], n: int = 12
 ) -> Gallery:
     """Up to ``n`` examples: with masks, the worst and best by Dice; else evenly spread."""
-    pred = preds.masks[:, :1] >= 0.5
-    has_mask = bank.known[:, 0]
-    if has_mask.any():
-        rows = torch.nonzero(has_mask).flatten()
-        dice = per_image_dice(pred[rows], bank.masks[rows, :1].bool()).flatten()
+    rows, dice = _lung_dice(bank, preds)
+    if len(rows):
         order = rows[torch.argsort(dice)]
         pick = torch.cat([order[: n // 2], order[-(n - n // 2) :]]).unique(sorted=False)
         dice_of = dict(zip(rows.tolist(), dice.tolist(), strict=True))
     else:
         pick = torch.linspace(0, len(bank) - 1, min(n, len(bank))).round().long().unique()
         dice_of = {}
-    titles = []
-    for i in pick.tolist():
-        top = int(preds.probs[i].argmax())
-        text = f"{bank.records[i].name[:24]}  {classes[top]} {float(preds.probs[i, top]):.2f}"
-        if i in dice_of:
-            text += f"  dice {dice_of[i]:.2f}"
-        titles.append(text)
-    return Gallery(
+    titles = [
+        _title(bank, preds, classes, i, f"dice {dice_of[i]:.2f}" if i in dice_of else "")
+        for i in pick.tolist()
+    ]
+    return _gallery(source, bank, preds, pick, titles, "Examples")
+
+
+def segmentation_galleries(
+    source: str, bank: Bank, preds: Predictions, classes: list[str], n: int = GALLERY_SIZE
+) -> list[Gallery]:
+    """The worst and the best segmentations by lung Dice (no image in both); [] without masks."""
+    rows, dice = _lung_dice(bank, preds)
+    if not len(rows):
+        return []
+    order = torch.argsort(dice)
+    n_worst = min(n, math.ceil(len(order) / 2))
+    worst, best = order[:n_worst], order[n_worst:].flip(0)[:n]
+    out = []
+    for heading, picked in (("Worst segmentations", worst), ("Best segmentations", best)):
+        if len(picked):
+            titles = [
+                _title(bank, preds, classes, int(rows[k]), f"dice {float(dice[k]):.2f}")
+                for k in picked.tolist()
+            ]
+            out.append(_gallery(source, bank, preds, rows[picked], titles, heading))
+    return out
+
+
+def error_rows(
+    bank: Bank, preds: Predictions, classes: list[str], n: int = GALLERY_SIZE
+) -> list[tuple[str, str, torch.Tensor]]:
+    """(heading, caption, rows) of the errors, most confident first: false positives and false
+    negatives (positive = ``classes[1]``) for two classes, else the misclassified images.
+    Nothing for a source without labels."""
+    labels = bank.labels
+    labeled = labels >= 0
+    if not labeled.any() or not len(preds.probs):
+        return []
+    confidence, pred = preds.probs.max(dim=1)
+    if len(classes) == 2:
+        neg, pos = classes
+        is_neg, is_pos = labeled & (labels == 0), labeled & (labels == 1)
+        groups = [
+            ("False positives", f"{neg} images predicted {pos}", is_neg & (pred == 1)),
+            ("False negatives", f"{pos} images predicted {neg}", is_pos & (pred == 0)),
+        ]
+    else:
+        groups = [("Misclassified", "images predicted the wrong class", labeled & (pred != labels))]
+    out = []
+    for heading, what, chosen in groups:
+        rows = torch.nonzero(chosen).flatten()
+        rows = rows[torch.argsort(confidence[rows], descending=True, stable=True)][:n]
+        out.append((heading, f"{what.capitalize()}, most confident first.", rows))
+    return out
+
+
+def error_galleries(
+    source: str,
+    bank: Bank,
+    preds: Predictions,
+    classes: list[str],
+    heatmaps: Heatmaps | None,
+    heatmap_name: str,
+) -> list[Gallery]:
+    """False positive / false negative (or misclassified) galleries with explanation maps."""
+    out = []
+    for heading, what, rows in error_rows(bank, preds, classes):
+        titles = [
+            _title(bank, preds, classes, i, f"(true {classes[int(bank.labels[i])]})")
+            for i in rows.tolist()
+        ]
+        maps = heatmaps(bank, preds, rows) if heatmaps is not None and len(rows) else None
+        caption = f"{what} Red: predicted lung mask; green: reference mask (where known)."
+        if maps is not None:
+            caption += f" Right of each image: its {heatmap_name} map for the predicted class."
+        out.append(
+            _gallery(
+                source,
+                bank,
+                preds,
+                rows,
+                titles,
+                heading,
+                heatmaps=maps,
+                heatmap_name=heatmap_name,
+                caption=caption,
+            )
+        )
+    return out
+
+
+def source_scores(source: str, bank: Bank, preds: Predictions) -> SourceScores:
+    labeled = bank.labels >= 0
+    _, dice = _lung_dice(bank, preds)
+    return SourceScores(
         source=source,
-        images=bank.images[pick, 0].numpy(),
-        pred_masks=pred[pick, 0].numpy(),
-        true_masks=bank.masks[pick, 0].numpy().astype(bool) if has_mask.any() else None,
-        titles=titles,
+        probs=preds.probs[labeled].numpy() if labeled.any() else None,
+        labels=bank.labels[labeled].numpy() if labeled.any() else None,
+        dice=dice.numpy() if len(dice) else None,
     )
 
 
+def _first_explain_method(metrics: dict) -> str | None:
+    for block in metrics.get("sources", {}).values():
+        for method in block.get("explanations") or {}:
+            return method
+    return None
+
+
+def _heatmap_maker(
+    run: Path, metrics: dict, kept: dict, method: str | None, device: str
+) -> tuple[Heatmaps, str]:
+    """Maps for the error galleries: ``method`` if given; else the saliency the model returned
+    with its predictions (bridge models); else plain saliency computed here."""
+    if method is None and all(preds.saliency is not None for _, preds in kept.values()):
+
+        def from_predictions(bank: Bank, preds: Predictions, rows: torch.Tensor) -> np.ndarray:
+            return preds.saliency[rows, 0].float().numpy()
+
+        return from_predictions, "saliency"
+
+    from multimix.engine.evaluate import load_run
+    from multimix.engine.runtime import select_device
+    from multimix.explain.attributions import explain
+
+    method = method or "saliency"
+    dev = select_device(device)
+    _, model = load_run(run, metrics.get("checkpoint", "best"), dev)
+
+    def computed(bank: Bank, preds: Predictions, rows: torch.Tensor) -> np.ndarray:
+        maps = explain(model, bank.float_images(rows).to(dev), method)
+        return maps[:, 0].cpu().numpy()
+
+    return computed, method
+
+
 def build_report(
-    out_dir: Path, run: Path, metrics: dict, kept: dict[str, tuple[Bank, Predictions]]
+    out_dir: Path,
+    run: Path,
+    metrics: dict,
+    kept: dict[str, tuple[Bank, Predictions]],
+    explain_method: str | None = None,
+    device: str = "cpu",
 ) -> Path:
-    classes = metrics["classes"]
-    galleries = [gallery(name, bank, preds, classes) for name, (bank, preds) in kept.items()]
+    """The report for ``evaluate_run(..., keep=True)``'s metrics and kept predictions.
+
+    The false positive / negative galleries show ``explain_method``'s maps (default: the first
+    method measured in ``metrics``; else the saliency the model returned).
+    """
+    classes = list(metrics["classes"])
+    method = explain_method or _first_explain_method(metrics)
+    heatmaps, heatmap_name = (None, "")
+    if any((bank.labels >= 0).any() for bank, _ in kept.values()):
+        heatmaps, heatmap_name = _heatmap_maker(Path(run), metrics, kept, method, device)
+    galleries, scores = [], []
+    for name, (bank, preds) in kept.items():
+        seg = segmentation_galleries(name, bank, preds, classes)
+        galleries += seg or [gallery(name, bank, preds, classes)]
+        galleries += error_galleries(name, bank, preds, classes, heatmaps, heatmap_name)
+        scores.append(source_scores(name, bank, preds))
     notes = [
         f"Run: {run}; checkpoint: {metrics['checkpoint']}.",
         "Sources used in training are scored on their held-out test part only (patient-grouped "
@@ -61,7 +245,8 @@ def build_report(
         metrics,
         CsvLog(Path(run) / "train_log.csv").read(),
         CsvLog(Path(run) / "val_log.csv").read(),
-        list(classes),
+        classes,
         galleries,
         notes,
+        scores,
     )

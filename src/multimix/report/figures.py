@@ -8,7 +8,6 @@ without a display.
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,8 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from multimix.atomic import atomic_write
+
 if TYPE_CHECKING:
     from multimix.report.html import Gallery
 
@@ -36,17 +37,12 @@ _METRIC_STYLES = {"accuracy": "-", "auc": "--", "dice": ":"}
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
-    """Save ``fig`` as PNG atomically (temp file + rename) and close it."""
+    """Save ``fig`` as PNG atomically and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: fig.savefig(fh, dpi=DPI, format="png", bbox_inches="tight"))
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -252,9 +248,13 @@ def _heat_overlay(ax: plt.Axes, image: np.ndarray, heat: np.ndarray) -> None:
     ax.imshow(image, cmap="gray", vmin=0 if vmax else None, vmax=vmax, interpolation="nearest")
     heat = np.asarray(heat, dtype=float)
     ax.imshow(
-        np.ma.masked_less(heat, 0.05), cmap=HEAT_CMAP, vmin=0, vmax=1, alpha=0.6,
+        np.ma.masked_less(heat, 0.05),
+        cmap=HEAT_CMAP,
+        vmin=0,
+        vmax=1,
+        alpha=0.6,
         interpolation="nearest",
-    )  # fmt: skip
+    )
 
 
 def mask_gallery(gallery: Gallery, path: str | Path, max_images: int = 12) -> Path:
@@ -272,7 +272,11 @@ def mask_gallery(gallery: Gallery, path: str | Path, max_images: int = 12) -> Pa
     nrows = max(1, math.ceil(n / items_per_row))
     width = 3.0 if per_item == 1 else 2.6
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(width * ncols, (width + 0.5) * nrows + 0.6), squeeze=False
+        nrows,
+        ncols,
+        figsize=(width * ncols, (width + 0.5) * nrows + 0.6),
+        squeeze=False,
+        subplot_kw={"xticks": [], "yticks": []},  # no tick layout to compute: much faster
     )
     for ax in axes.flat:
         ax.axis("off")
@@ -390,12 +394,29 @@ def reliability_diagram(calibration: dict, ece: float | None, path: str | Path, 
     centers, width = (edges[:-1] + edges[1:]) / 2, 1.0 / bins
     filled = counts > 0
     ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfect calibration")
-    ax.bar(centers[filled], acc[filled], width=width * 0.9, color="#4a90d9",
-           edgecolor="#2f6fb2", label="accuracy")  # fmt: skip
+    ax.bar(
+        centers[filled],
+        acc[filled],
+        width=width * 0.9,
+        color="#4a90d9",
+        edgecolor="#2f6fb2",
+        label="accuracy",
+    )
     gap_lo, gap_hi = np.minimum(acc, conf)[filled], np.maximum(acc, conf)[filled]
-    ax.bar(centers[filled], gap_hi - gap_lo, bottom=gap_lo, width=width * 0.9, color="#ff3b30",
-           alpha=0.25, hatch="//", edgecolor="#ff3b30", label="gap to confidence")  # fmt: skip
-    ax.plot(conf[filled], acc[filled], "o", color="black", ms=4, label="(mean confidence, accuracy)")
+    ax.bar(
+        centers[filled],
+        gap_hi - gap_lo,
+        bottom=gap_lo,
+        width=width * 0.9,
+        color="#ff3b30",
+        alpha=0.25,
+        hatch="//",
+        edgecolor="#ff3b30",
+        label="gap to confidence",
+    )
+    ax.plot(
+        conf[filled], acc[filled], "o", color="black", ms=4, label="(mean confidence, accuracy)"
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("accuracy")
@@ -425,7 +446,7 @@ def dice_histogram(dice: np.ndarray, path: str | Path, title: str = "Dice per im
         ax.set_xlabel("Dice")
         ax.set_ylabel("images")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=9, loc="upper left")
+        ax.legend(fontsize=9, loc="best")
     ax.set_title(_plain(f"{title} (n = {dice.size})"))
     fig.tight_layout()
     return _save(fig, path)

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from multimix.atomic import atomic_write_text
 from multimix.report import figures
 
 __all__ = ["Gallery", "SourceScores", "write_report"]
@@ -258,8 +257,14 @@ def _explanation_table(explanations: Mapping[str, Any]) -> str:
             + _cell(block.get("n"), integer=True)
             + "</tr>"
         )
-    header = ["method", "lung share", "random-map lung share", "deletion AUC",
-              "random-map deletion AUC", "images"]  # fmt: skip
+    header = [
+        "method",
+        "lung share",
+        "random-map lung share",
+        "deletion AUC",
+        "random-map deletion AUC",
+        "images",
+    ]
     return _table(header, rows)
 
 
@@ -381,7 +386,9 @@ def _source_section(
             parts.append(
                 figure(
                     f"dice_{anchor}.png",
-                    lambda p: figures.dice_histogram(scores.dice, p, f"{name}: lung Dice per image"),
+                    lambda p: figures.dice_histogram(
+                        scores.dice, p, f"{name}: lung Dice per image"
+                    ),
                     f"Dice distribution for {name}",
                 )
             )
@@ -410,18 +417,6 @@ def _source_section(
         parts.append('<p class="empty">No metrics for this source.</p>')
     parts.append("</section>")
     return "\n".join(parts)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- public API
@@ -522,5 +517,5 @@ def write_report(
         '<body id="top">\n<main>\n' + "\n".join(body) + "\n</main>\n</body>\n</html>\n"
     )
     path = out_dir / "report.html"
-    _atomic_write_text(path, page)
+    atomic_write_text(path, page)
     return path
