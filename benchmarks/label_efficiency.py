@@ -72,13 +72,13 @@ def cell(value, digits: int = 3) -> str:
 
 
 def table(results: list[dict], class_counts, mask_counts) -> str:
-    """One row per method x labels x masks; shared runs appear in every row they stand for."""
+    """One row per run; a method that ignores class labels or masks has one run for all of them."""
     head = (
         "| method | class labels | masks | steps | pneumonia acc | pneumonia AUC | covid-set acc "
         "| lung Dice | lung HD95 (px) |\n|---|---|---|---|---|---|---|---|---|\n"
     )
     index = {(r["method"], r["class_labels"], r["masks"]): r for r in results}
-    lines = []
+    lines, seen = [], set()
     for method in METHODS:
         for n_cls in class_counts:
             for n_seg in mask_counts:
@@ -88,8 +88,9 @@ def table(results: list[dict], class_counts, mask_counts) -> str:
                     n_seg if method in USES_MASKS else "0",
                 )
                 r = index.get(key)
-                if r is None:
+                if r is None or key in seen:
                     continue
+                seen.add(key)
                 k = r.get("kermany_pneumonia", {}).get("classification", {})
                 c = r.get("covid_ieee8023", {})
                 cc, seg = c.get("classification", {}), c.get("segmentation", {})

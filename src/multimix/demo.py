@@ -56,7 +56,7 @@ def run_demo(out: Path, minutes: float, seed: int) -> Path:
     else:
         train(cfg)
     folders = [str(data[n]) for n in ("phantom_class", "phantom_seg", "phantom_pediatric")]
-    metrics, kept = evaluate_run(run, folders, keep=True)
+    metrics, kept = evaluate_run(run, folders, keep=True, explain=("saliency", "gradcam"))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     report = build_report(out, run, metrics, kept)
     console.print(f"metrics: {out / 'metrics.json'}\nreport:  {report}")

@@ -25,7 +25,7 @@ def _cfg(tmp_path, phantom_dirs, name, **kw) -> TrainConfig:
 
 @pytest.mark.slow
 def test_short_run_raises_dice_well_above_its_start(tmp_path, phantom_dirs):
-    cfg = _cfg(tmp_path, phantom_dirs, "unet", method="unet", steps=60, labeled_seg=None)
+    cfg = _cfg(tmp_path, phantom_dirs, "unet", method="unet", steps=120, labeled_seg=None)
     trainer = Trainer(cfg)
     (trainer.run).mkdir(parents=True, exist_ok=True)
     from multimix.engine.logger import TensorBoard
@@ -34,7 +34,7 @@ def test_short_run_raises_dice_well_above_its_start(tmp_path, phantom_dirs):
     before = trainer.validate()["ph_seg"]["segmentation"]["dice"]
     trainer.fit()
     after = trainer.validate()["ph_seg"]["segmentation"]["dice"]
-    assert after > before + 0.3 and after > 0.7
+    assert after > before + 0.3 and after > 0.75, (before, after)
 
 
 @pytest.mark.slow

@@ -131,7 +131,8 @@ def evaluate_run(
             f"the run was trained on {len(cfg.classes)} classes, not {len(labels.classes)}"
         )
     split = load_split(Path(run) / "split.json")
-    results, kept = {}, {}
+    # Read and check every folder before predicting, so a bad file stops nothing half-done.
+    banks = {}
     for folder in folders:
         source = load_source(folder)
         records, used = held_out_records(source, split, part)
@@ -140,6 +141,9 @@ def evaluate_run(
         bank = load_bank(
             records, cfg.image_size, tuple(cfg.structures), labels, f"loading {source.name}"
         )
+        banks[source.name] = (bank, used)
+    results, kept = {}, {}
+    for name, (bank, used) in banks.items():
         rows = torch.arange(len(bank))
         preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep)
         block = source_metrics(bank, rows, preds, labels.classes, bank.structures)
@@ -147,9 +151,9 @@ def evaluate_run(
             block["explanations"] = explanation_metrics(
                 model, bank, rows, explain, dev, samples=explain_samples
             )
-        results[source.name] = {"part": used, **block}
+        results[name] = {"part": used, **block}
         if keep:
-            kept[source.name] = (bank, preds)
+            kept[name] = (bank, preds)
     metrics = {
         "run": str(run),
         "checkpoint": "best",

@@ -210,10 +210,24 @@ class Trainer:
         warm = min(1.0, (self.step + 1) / max(1, self.cfg.warmup_steps))
         return self.cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * self._progress()))
 
+    def _validation_rows(self) -> dict[str, torch.Tensor]:
+        """Val parts of the sources whose labels this method learns from; the others would
+        only cost time and, scored with an untrained head, mislead the choice of best."""
+        roles = {name: info["roles"] for name, info in self.data.split["sources"].items()}
+        wanted = {"class"} if self.method.trains_classifier else set()
+        wanted |= {"seg"} if self.method.trains_segmentation else set()
+        return {s: rows for s, rows in self.data.val.items() if wanted & set(roles[s])}
+
     def validate(self) -> dict[str, dict]:
         results = evaluate_sources(
-            self.model, self.data.bank, self.data.val, tuple(self.cfg.classes), self.device
-        )
+            self.model, self.data.bank, self._validation_rows(), tuple(self.cfg.classes),
+            self.device,
+        )  # fmt: skip
+        for block in results.values():
+            if not self.method.trains_classifier:
+                block.pop("classification", None)
+            if not self.method.trains_segmentation:
+                block.pop("segmentation", None)
         score = summary_score(results)
         row: dict[str, object] = {"step": self.step, "score": score}
         for source, block in results.items():
@@ -234,7 +248,7 @@ class Trainer:
         """Train until the step or time budget is spent; checkpoint at every validation."""
         self.tb = TensorBoard(self.run / "tb")
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-        total = self.cfg.steps if self.cfg.steps else None
+        total = self.cfg.steps or 1.0  # steps, or the spent share of the time budget
         start = time.perf_counter() - self.elapsed
         try:
             with progress_bar(f"training {self.method.name}", total=total) as advance:
@@ -242,12 +256,10 @@ class Trainer:
                     self._train_step(advance)
                     self.elapsed = time.perf_counter() - start
                     if self.step % self.cfg.val_every == 0 or self._done():
-                        self.validate()
+                        score = summary_score(self.validate())
                         self.elapsed = time.perf_counter() - start
                         self.save("last")
-                        console.log(
-                            f"step {self.step}: val score {self.val_log.read()[-1]['score']}"
-                        )
+                        console.log(f"step {self.step}: validation score {score:.4f}")
         except (KeyboardInterrupt, Interrupted):
             self.save("last")
             console.print(
