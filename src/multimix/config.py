@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from multimix.data.augment import AugmentConfig
+from multimix.data.bad_inputs import check_policy
 from multimix.errors import CheckpointError, ConfigError
 from multimix.methods.base import LossWeights
+from multimix.methods.multilabel import MultiLabelOptions
 
 
 @dataclass
@@ -44,12 +46,16 @@ class TrainConfig:
     norm: str = "batch"
     dropout: float = 0.2
     threads: int | None = None
+    on_bad_input: str = "error"  # "skip": leave bad files out, listed in RUN/skipped.csv
     weights: LossWeights = field(default_factory=LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    task: str = "multiclass"  # or "multilabel" (classes are then findings)
+    multilabel: MultiLabelOptions = field(default_factory=MultiLabelOptions)
 
     def validate(self) -> None:
         if not (self.class_data or self.seg_data):
             raise ConfigError("give at least one --class-data or --seg-data folder")
+        self._validate_task()
         if self.steps is None and self.max_minutes is None:
             self.steps = 500
         if self.steps is not None and self.steps < 1:
@@ -73,6 +79,27 @@ class TrainConfig:
             raise ConfigError("--val-fraction and --test-fraction must lie in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("--val-fraction plus --test-fraction must leave images to train on")
+        check_policy(self.on_bad_input)
+
+    def _validate_task(self) -> None:
+        """``--task multilabel`` trains with ``--method multilabel`` (supervised) or
+        ``multimix`` (adds per-finding pseudo-labels on unlabeled images); its auxiliary
+        segmentation needs masks."""
+        if self.task not in ("multiclass", "multilabel"):
+            raise ConfigError(f"--task must be multiclass or multilabel, not {self.task!r}")
+        if self.task == "multiclass":
+            if self.method == "multilabel":
+                raise ConfigError("--method multilabel needs --task multilabel")
+            return
+        if self.method not in ("multimix", "multilabel"):
+            raise ConfigError(
+                f"--task multilabel trains with --method multilabel or multimix, not {self.method}"
+            )
+        self.multilabel.validate()
+        if not self.class_data:
+            raise ConfigError("--task multilabel needs --class-data folders with finding labels")
+        if "segmentation" in self.multilabel.aux and not self.seg_data:
+            raise ConfigError("--aux segmentation needs --seg-data folders with masks")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -87,12 +114,21 @@ class TrainConfig:
         path = Path(run) / "config.json"
         if not path.exists():
             raise CheckpointError(run, "not a multimix run folder (no config.json)")
+        return cls.from_file(path)
+
+    @classmethod
+    def from_file(cls, path: Path) -> TrainConfig:
+        """A configuration saved by a run (or written by hand in the same JSON form)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: configuration file not found")
         try:
             raw = json.loads(path.read_text())
             known = {f.name for f in fields(cls)}
             raw = {k: v for k, v in raw.items() if k in known}
             raw["weights"] = LossWeights(**raw.get("weights", {}))
             raw["augment"] = AugmentConfig(**raw.get("augment", {}))
+            raw["multilabel"] = MultiLabelOptions(**raw.get("multilabel", {}))
             return cls(**raw)
         except (ValueError, TypeError) as exc:
             raise CheckpointError(path, f"unreadable run configuration ({exc})") from None

@@ -51,10 +51,10 @@ def test_multimix_run_folder_and_exact_resume(tmp_path, phantom_dirs):
     trainer = Trainer(part)
     step = trainer._train_step
 
-    def interrupting(advance):
+    def interrupting(advance, start):
         if trainer.step == 13:
             raise KeyboardInterrupt
-        step(advance)
+        step(advance, start)
 
     trainer._train_step = interrupting
     with pytest.raises(SystemExit):

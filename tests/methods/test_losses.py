@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import torch
 
-from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
+from multimix.methods.losses import (
+    bernoulli_kl,
+    dice_bce,
+    multilabel_pseudo_label_loss,
+    pseudo_label_loss,
+)
 
 
 def test_kl_is_zero_for_equal_and_positive_for_different_predictions():
@@ -40,3 +45,19 @@ def test_dice_bce_ignores_unknown_structures():
     perfect = dice_bce(target * 40 - 20, target, torch.ones(2, 2, dtype=torch.bool))
     assert perfect < 0.05
     assert dice_bce(logits, target, torch.zeros(2, 2, dtype=torch.bool)) == 0
+
+
+def test_multilabel_pseudo_labels_keep_only_confident_findings():
+    probs = torch.tensor([[0.95, 0.5, 0.05], [0.69, 0.71, 0.31]])
+    weak = torch.logit(probs)
+    loss, keep = multilabel_pseudo_label_loss(weak, torch.zeros(2, 3), threshold=0.7)
+    assert keep.tolist() == [[True, False, True], [False, True, False]]
+    # Strong logits that agree with the kept pseudo-labels score lower than ones that oppose them.
+    agree = torch.tensor([[9.0, 0.0, -9.0], [0.0, 9.0, 0.0]])
+    low, _ = multilabel_pseudo_label_loss(weak, agree, threshold=0.7)
+    high, _ = multilabel_pseudo_label_loss(weak, -agree, threshold=0.7)
+    assert low < 1e-3 < loss < high
+    # Unconfident entries do not contribute, whatever the strong view says there.
+    changed = agree.clone()
+    changed[0, 1] = changed[1, 0] = -50.0
+    assert multilabel_pseudo_label_loss(weak, changed, threshold=0.7)[0] == low

@@ -53,6 +53,14 @@ def parse_count(value: str | None, option: str) -> int | None:
 
 
 Dirs = Annotated[list[Path] | None, typer.Option(metavar="DIR")]
+BadInputOption = Annotated[
+    str,
+    typer.Option(
+        metavar="error|skip",
+        help="A bad image, mask or label row: stop with its error, or skip it (listed in "
+        "RUN/skipped.csv, or in metrics.json for evaluate). All are checked before step 1.",
+    ),
+]
 
 
 @app.command()
@@ -60,6 +68,10 @@ Dirs = Annotated[list[Path] | None, typer.Option(metavar="DIR")]
 def train(
     out: Annotated[Path | None, typer.Option(help="Run folder to create.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Start from a saved config.json (its options; --out overrides)."),
+    ] = None,
     method: Annotated[
         str, typer.Option(help="unet, enc, encssl, umtl, umtls, multimix")
     ] = "multimix",
@@ -95,6 +107,18 @@ def train(
     w_pseudo: float = 0.25,
     w_consistency: float = 0.01,
     threads: int | None = None,
+    on_bad_input: BadInputOption = "error",
+    task: Annotated[str, typer.Option(help="multiclass, or multilabel (findings).")] = "multiclass",
+    aux: Annotated[
+        str, typer.Option(metavar="segmentation,localization", help="Multilabel: aux tasks.")
+    ] = "",
+    uncertain: Annotated[str, typer.Option(help="ignore, negative, positive, soft")] = "ignore",
+    unmentioned: Annotated[str, typer.Option(help="negative or ignore")] = "negative",
+    soft_target: float = 0.5,
+    label_smoothing: float = 0.0,
+    ml_loss: Annotated[str, typer.Option(help="bce, focal or gce (noise-robust)")] = "bce",
+    pos_weight: Annotated[str, typer.Option(help="none or auto")] = "none",
+    w_loc: float = 1.0,
 ) -> None:
     """Train a model, or resume one with --resume RUN."""
     from multimix.config import TrainConfig
@@ -102,9 +126,16 @@ def train(
     from multimix.engine.trainer import resume as resume_run
     from multimix.engine.trainer import train as train_run
     from multimix.methods.base import LossWeights
+    from multimix.methods.multilabel import MultiLabelOptions
 
     if resume is not None:
         run = resume_run(resume)
+    elif config is not None:
+        if out is None:
+            raise ConfigError("give --out RUN for the run made from --config")
+        cfg = TrainConfig.from_file(config)
+        cfg.out = str(out)
+        run = train_run(cfg)
     else:
         if out is None:
             raise ConfigError("give --out RUN for a new run, or --resume RUN")
@@ -135,9 +166,22 @@ def train(
             widths=[int(w) for w in parse_list(widths)],
             norm=norm,
             threads=threads,
+            on_bad_input=on_bad_input,
             weights=LossWeights(w_cls, w_seg, w_pseudo, w_consistency, threshold),
-        )
+            task=task,
+            multilabel=MultiLabelOptions(
+                aux=list(parse_list(aux)), uncertain=uncertain, unmentioned=unmentioned,
+                soft_target=soft_target, label_smoothing=label_smoothing, loss=ml_loss,
+                pos_weight=pos_weight, w_loc=w_loc,
+            ),
+        )  # fmt: skip
         run = train_run(cfg)
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, process 0 finishes the run
+        return
+    if TrainConfig.load(run).task == "multilabel":  # per-finding thresholds, on validation
+        from multimix.engine.multilabel_eval import choose_run_thresholds
+
+        choose_run_thresholds(run)
     typer.echo(f"run saved in {run}")
 
 
@@ -165,6 +209,7 @@ def evaluate(
     explain_samples: Annotated[
         int, typer.Option(help="Images per source for the explanation metrics.")
     ] = 32,
+    on_bad_input: BadInputOption = "error",
 ) -> None:
     """Metrics per source, on images the run never trained on."""
     from multimix.atomic import atomic_write_text
@@ -186,10 +231,16 @@ def evaluate(
         keep=report is not None,
         explain=list(parse_list(explain)),
         explain_samples=explain_samples,
+        on_bad_input=on_bad_input,
     )
     atomic_write_text(out, json.dumps(metrics, indent=2))
     typer.echo(f"metrics written to {out}")
     _print_summary(metrics)
+    if on_bad_input == "skip":
+        from multimix.data.bad_inputs import BadInputs
+
+        bad = BadInputs("skip", [(s["file"], s["reason"]) for s in metrics["skipped"]])
+        typer.echo("\n".join(bad.summary(f'{out} ("skipped")')))
     if report is not None:
         from multimix.report.build import build_report
 
@@ -204,6 +255,9 @@ def _print_summary(metrics: dict) -> None:
     table = Table("source", "part", "n", "accuracy", "AUC", "F1", "Dice", "HD95")
     for name, block in metrics["sources"].items():
         cls, seg = block.get("classification") or {}, block.get("segmentation") or {}
+        if "multilabel" in block:  # mean AUC and macro F1 over findings
+            ml = block["multilabel"]
+            cls = {"auc": ml["mean_auc"], "f1_macro": ml["f1_macro"]}
         cells = [cls.get("accuracy"), cls.get("auc"), cls.get("f1_macro"), seg.get("dice")]
         cells.append(seg.get("hd95"))
         table.add_row(
@@ -239,6 +293,8 @@ def predict(
     summary = predict_paths(
         run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device
     )
+    for note in summary.notes:
+        typer.echo(f"note: {note}")
     typer.echo(f"{summary.n_ok} predicted, {summary.n_failed} failed")
     for path, reason in summary.failures:
         typer.echo(f"  {path}: {reason}")
@@ -259,14 +315,21 @@ def phantom(
     positive_fraction: float = 0.5,
     mask_fraction: float = 1.0,
     label_fraction: float = 1.0,
+    multilabel: Annotated[
+        bool, typer.Option(help="Several findings per image, boxes.csv, heart/clavicle masks.")
+    ] = False,
+    label_noise: Annotated[
+        float, typer.Option(help="Multilabel: chance each finding's label is flipped.")
+    ] = 0.0,
 ) -> None:
     """Write synthetic chest radiographs with exact masks and labels."""
     from multimix.data.phantom import write_source
 
     try:
         path = write_source(
-            out, count, seed, size, positive_fraction, mask_fraction, label_fraction, style
-        )
+            out, count, seed, size, positive_fraction, mask_fraction, label_fraction, style,
+            multilabel=multilabel, label_noise=label_noise,
+        )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     typer.echo(f"{count} phantom images written to {path}")
@@ -314,6 +377,51 @@ def pseudo_masks(
         batch_size, device,
     )  # fmt: skip
     typer.echo(f"{count} pseudo-masks written to {out}")
+
+
+@app.command()
+@friendly
+def bench(
+    out: Annotated[Path, typer.Option(help="bench.json to write.")] = Path("bench.json"),
+    image_size: int = 256,
+    batch_size: Annotated[int, typer.Option(help="Training images per stream.")] = 8,
+    unlabeled_ratio: int = 1,
+    infer_batch_size: int = 32,
+    device: str = "auto",
+    threads: int | None = None,
+    widths: Annotated[str, typer.Option(help="Encoder widths per level.")] = "16,32,64,128,256",
+    norm: str = "batch",
+    warmup: Annotated[int, typer.Option(help="Untimed iterations before each timing.")] = 2,
+    steps: Annotated[int | None, typer.Option(help="Timed iterations per timing [5].")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Or time each this long.")] = None,
+    matmul_size: Annotated[int | None, typer.Option(help="[2048 CPU, 8192 GPU]")] = None,
+    matmul_repeats: int = 5,
+    profile_steps: Annotated[int, typer.Option(help="Profile this many training steps.")] = 0,
+) -> None:
+    """Training and inference speed here, against a matmul peak and a straightforward step."""
+    from multimix.data.labels import parse_list
+    from multimix.engine.bench import BenchConfig, write_bench
+    from multimix.engine.progress import console
+
+    try:
+        channels = tuple(int(w) for w in parse_list(widths))
+    except ValueError:
+        raise ConfigError(f"--widths must be numbers separated by commas, not {widths!r}") from None
+    cfg = BenchConfig(
+        image_size=image_size, batch_size=batch_size, unlabeled_ratio=unlabeled_ratio,
+        infer_batch_size=infer_batch_size, device=device, threads=threads,
+        widths=channels, norm=norm, warmup=warmup,
+        steps=steps, seconds=seconds, matmul_size=matmul_size, matmul_repeats=matmul_repeats,
+        profile_steps=profile_steps,
+    )  # fmt: skip
+    r = write_bench(cfg, out, log=console.log)
+    typer.echo(
+        f"peak {r['peak_gflops']:.1f} GFLOP/s | training {r['train_images_per_s']:.2f} img/s "
+        f"({r['train_share_of_peak']:.0%} of peak), {r['train_speedup']:.2f}x the "
+        f"straightforward step | inference {r['infer_images_per_s']:.2f} img/s "
+        f"({r['infer_share_of_peak']:.0%} of peak)"
+    )
+    typer.echo(f"written to {out}")
 
 
 @app.command()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from multimix.data.bad_inputs import BadInputs
 from multimix.data.bank import Bank, load_bank
 from multimix.data.labels import LabelSpace
 from multimix.data.sources import Record, Source, load_source
@@ -37,13 +38,24 @@ class TrainingData:
     sources: dict[str, Source]
 
 
-def load_sources(folders: dict[str, list[str]]) -> tuple[dict[str, Source], dict[str, list[str]]]:
-    """Load each distinct folder once; name clashes between different folders are an error."""
+def load_sources(
+    folders: dict[str, list[str]], bad: BadInputs | None = None
+) -> tuple[dict[str, Source], dict[str, list[str]]]:
+    """Load each distinct folder once; name clashes between different folders are an error.
+
+    Under ``bad``'s skip policy a folder with no usable image is left out (and recorded).
+    """
     sources: dict[str, Source] = {}
     roles: dict[str, list[str]] = {}
+    loaded: dict[Path, Source] = {}  # a folder given for two roles is read (and reported) once
     for role in ROLES:
         for folder in folders.get(role, []):
-            source = load_source(folder)
+            key = Path(folder).resolve()
+            if key not in loaded:
+                loaded[key] = load_source(folder, bad=bad)
+            source = loaded[key]
+            if not source.records:
+                continue
             known = sources.get(source.name)
             if known and known.root.resolve() != source.root.resolve():
                 raise ConfigError(
@@ -55,6 +67,42 @@ def load_sources(folders: dict[str, list[str]]) -> tuple[dict[str, Source], dict
             if role not in roles[source.name]:
                 roles[source.name].append(role)
     return sources, roles
+
+
+def used_record(record: Record, roles: list[str]) -> Record:
+    """The record as a run uses it: labels only from class sources, masks only from seg and
+    pretrain sources (so nothing unused is decoded, or can stop a run)."""
+    if "class" not in roles and record.label is not None:
+        record = dataclasses.replace(record, label=None)
+    if not {"seg", PRETRAIN} & set(roles) and record.masks:
+        record = dataclasses.replace(record, masks={})
+    return record
+
+
+def check_sources(
+    sources: dict[str, Source],
+    roles: dict[str, list[str]],
+    labels: LabelSpace,
+    size: int,
+    structures: tuple[str, ...],
+    bad: BadInputs | None = None,
+) -> tuple[dict[str, Source], Bank]:
+    """Decode every image, mask and label a run uses, in every part (test included), before
+    the split is made and before the first step: a bad file stops the run now, not hours in.
+
+    Returns the sources without the records left out under ``bad``'s skip policy (so that the
+    split and the labeled subsets are chosen among usable images only) and the bank of all of
+    them, from which :func:`assemble` takes the training rows without decoding again.
+    """
+    records = [used_record(r, roles[n]) for n, s in sources.items() for r in s.records]
+    bank = load_bank(records, size, structures, labels, "checking and loading images", bad)
+    kept = {(r.source, r.name) for r in bank.records}
+    out = {}
+    for name, source in sources.items():
+        usable = [r for r in source.records if (name, r.name) in kept]
+        if usable:
+            out[name] = dataclasses.replace(source, records=usable)
+    return out, bank
 
 
 def make_split(
@@ -126,8 +174,12 @@ def assemble(
     labels: LabelSpace,
     size: int,
     structures: tuple[str, ...],
+    checked: Bank | None = None,
 ) -> TrainingData:
-    """Load train+val images of every source into one bank and index the streams."""
+    """Load train+val images of every source into one bank and index the streams.
+
+    With ``checked`` (the bank of :func:`check_sources`), the rows are taken from it instead.
+    """
     records: list[Record] = []
     for name, info in split["sources"].items():
         if name not in sources:
@@ -136,14 +188,16 @@ def assemble(
         for part in ("train", "val"):
             for n in info[part]:
                 if n not in by_name:
-                    raise DataError(sources[name].root / n, "image from the saved split is missing")
-                rec = by_name[n]
-                if "class" not in info["roles"]:
-                    rec = dataclasses.replace(rec, label=None)  # labels only from class sources
-                if not {"seg", PRETRAIN} & set(info["roles"]):
-                    rec = dataclasses.replace(rec, masks={})
-                records.append(rec)
-    bank = load_bank(records, size, structures, labels, "loading training images")
+                    raise DataError(
+                        sources[name].root / n,
+                        "image from the saved split is missing (or was left out as a bad input)",
+                    )
+                records.append(used_record(by_name[n], info["roles"]))
+    if checked is None:
+        bank = load_bank(records, size, structures, labels, "loading training images")
+    else:
+        where = checked.index()
+        bank = checked.subset(torch.tensor([where[(r.source, r.name)] for r in records]))
     index = bank.index()
     labeled_cls = {(s, n) for s, names in split["labeled_class"].items() for n in names}
     labeled_seg = {(s, n) for s, names in split["labeled_seg"].items() for n in names}

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from multimix.data.bad_inputs import BadInputs, handle
 from multimix.data.io import read_image, read_mask, resize_image, resize_mask
 from multimix.data.labels import LabelSpace
 from multimix.data.sources import Record
 from multimix.engine.progress import progress_bar
+from multimix.errors import DataError
 
 
 @dataclass
@@ -37,6 +39,18 @@ class Bank:
     def float_images(self, rows: torch.Tensor) -> torch.Tensor:
         return self.images[rows].float().div_(255.0)
 
+    def subset(self, rows: torch.Tensor) -> Bank:
+        """A new bank of ``rows`` (copied), in that order."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return Bank(
+            self.images[rows],
+            self.masks[rows],
+            self.known[rows],
+            self.labels[rows],
+            [self.records[i] for i in rows.tolist()],
+            self.structures,
+        )
+
 
 def load_bank(
     records: list[Record],
@@ -44,24 +58,41 @@ def load_bank(
     structures: tuple[str, ...],
     labels: LabelSpace | None,
     description: str = "loading images",
+    bad: BadInputs | None = None,
 ) -> Bank:
-    """Decode, validate and resize ``records``; raises DataError naming the first bad file."""
+    """Decode, validate and resize ``records``; raises DataError naming the first bad file.
+
+    With ``bad`` under the ``skip`` policy a record whose label, image or any of its masks is
+    bad is left out (recorded in ``bad``), so the bank holds only records that are whole.
+    """
     n, k = len(records), len(structures)
     images = torch.zeros((n, 1, size, size), dtype=torch.uint8)
     masks = torch.zeros((n, k, size, size), dtype=torch.uint8)
     known = torch.zeros((n, k), dtype=torch.bool)
     targets = torch.full((n,), -1, dtype=torch.long)
+    kept: list[Record] = []
     with progress_bar(description, total=n) as advance:
-        for i, rec in enumerate(records):
-            raw = read_image(rec.image)
-            images[i, 0] = torch.from_numpy(np.rint(resize_image(raw, size) * 255).astype(np.uint8))
-            for j, structure in enumerate(structures):
-                path = rec.masks.get(structure)
-                if path is not None:
-                    mask = read_mask(path, shape=raw.shape)
-                    masks[i, j] = torch.from_numpy(resize_mask(mask, size).astype(np.uint8))
-                    known[i, j] = True
-            if labels is not None and rec.label is not None:
-                targets[i] = labels.index(rec.label, rec.image)
+        for rec in records:
+            i = len(kept)
+            try:
+                if labels is not None and rec.label is not None:
+                    targets[i] = labels.index(rec.label, rec.image)
+                raw = read_image(rec.image)
+                images[i, 0] = torch.from_numpy(
+                    np.rint(resize_image(raw, size) * 255).astype(np.uint8)
+                )
+                known[i], masks[i] = False, 0  # the row may hold a left-out record's masks
+                for j, structure in enumerate(structures):
+                    path = rec.masks.get(structure)
+                    if path is not None:
+                        mask = read_mask(path, shape=raw.shape)
+                        masks[i, j] = torch.from_numpy(resize_mask(mask, size).astype(np.uint8))
+                        known[i, j] = True
+            except DataError as error:
+                handle(bad, error)  # raises unless skipping; the row is then reused
+                targets[i] = -1
+            else:
+                kept.append(rec)
             advance()
-    return Bank(images, masks, known, targets, list(records), tuple(structures))
+    bank = Bank(images, masks, known, targets, kept, tuple(structures))
+    return bank if len(kept) == n else bank.subset(torch.arange(len(kept)))

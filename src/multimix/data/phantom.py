@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import math
 import numbers
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ GENERATOR_VERSION = "1"
 STYLES = ("adult", "pediatric")
 _MIN_SIZE = 32
 _SOURCE_MARK = "# Synthetic phantom chest radiographs"
+CARDIOMEGALY_SCALE = 1.3  # heart size multiplier of an enlarged heart (multi-label mode)
 
 
 @dataclass
@@ -275,9 +277,17 @@ def _opacities(
 
 
 def make_phantom(
-    rng: np.random.Generator, size: int = 256, pneumonia: bool = False, style: str = "adult"
+    rng: np.random.Generator,
+    size: int = 256,
+    pneumonia: bool = False,
+    style: str = "adult",
+    with_findings: Collection[str] | None = None,
 ) -> Phantom:
     """Draw one synthetic frontal chest radiograph.
+
+    With ``with_findings`` (a subset of ``phantom_findings.FINDINGS``), ``pneumonia`` is ignored
+    and the image gets exactly those findings (multi-label mode); its label is then ``"a|b"`` or
+    ``"No Finding"``. Without it the output is unchanged.
 
     Anatomy is composed at half resolution (it is smooth, and this halves the cost) and
     upsampled; the masks come from the upsampled signed distances, so they match the drawn
@@ -300,7 +310,7 @@ def make_phantom(
     att = 0.04 + rng.uniform(0.48, 0.54) * body
 
     # Heart: a tilted ellipse low and to the image right (the patient's left).
-    hs = st.heart_scale
+    hs = st.heart_scale * (CARDIOMEGALY_SCALE if "cardiomegaly" in (with_findings or ()) else 1.0)
     ha, hb = rng.uniform(0.29, 0.35) * hs, rng.uniform(0.21, 0.25) * hs
     hcy = rng.uniform(0.32, 0.4)
     hu, hv = _rotate(x, y, rng.uniform(0.08, 0.14), hcy, rng.uniform(0.35, 0.6))
@@ -368,7 +378,14 @@ def make_phantom(
     # Opacities last, so the anatomy above does not depend on the label.
     findings: list[str] = []
     boxes: list[tuple[str, int, int, int, int]] = []
-    if pneumonia:
+    label = "pneumonia" if pneumonia else "normal"
+    if with_findings is not None:
+        from multimix.data.phantom_findings import draw_findings
+
+        gate = _smoothstep(lung_m / edge)
+        findings, boxes = draw_findings(rng, set(with_findings), att, masks, gate, sx)
+        label = "|".join(findings) or "No Finding"
+    elif pneumonia:
         gate = _smoothstep(lung_m / edge)  # follows the air it replaces; 0 outside the lungs
         opacity, boxes = _opacities(rng, masks["lungs"], gate)
         att += opacity
@@ -386,7 +403,7 @@ def make_phantom(
     return Phantom(
         image=image,
         masks=masks,
-        label="pneumonia" if pneumonia else "normal",
+        label=label,
         findings=findings,
         boxes=boxes,
     )
@@ -422,14 +439,21 @@ def write_source(
     label_fraction: float = 1.0,
     style: str = "adult",
     images_per_patient: int = 2,
+    multilabel: bool = False,
+    label_noise: float = 0.0,
 ) -> Path:
     """Write ``count`` phantoms as a source folder in the shared layout and return its path.
 
     Layout: ``images/``, ``masks/`` (lung masks for a seeded subset), ``labels.csv`` (a seeded
     labelled subset), ``meta.csv`` (every image, with patient ids shared by consecutive images so
-    patient-grouped splits are exercised) and ``SOURCE.md``. Image ``i`` depends only on ``seed``,
-    ``i``, its label, ``size`` and ``style``, not on ``count``. Rewriting a folder this function
-    wrote before replaces it; a non-empty foreign folder is refused rather than mixed into.
+    patient-grouped splits are exercised) and ``SOURCE.md``. With ``multilabel`` the images get
+    independent findings (:mod:`multimix.data.phantom_findings`; ``positive_fraction`` is unused),
+    ``labels.csv`` holds ``|``-separated findings with each finding flipped with probability
+    ``label_noise``, ``labels_clean.csv`` the true ones, ``boxes.csv`` their exact boxes, and
+    the masks go to ``masks/lungs/``, ``masks/heart/`` and ``masks/clavicles/``. Image ``i``
+    depends only on ``seed``, ``i``, its label, ``size`` and ``style``, not on ``count``.
+    Rewriting a folder this function wrote before replaces it; a non-empty foreign folder is
+    refused rather than mixed into.
     """
     count = _check_int("count", count, 1)
     seed = _check_int("seed", seed, 0)
@@ -443,6 +467,7 @@ def write_source(
             ("label_fraction", label_fraction),
         )
     ]
+    label_noise = _check_fraction("label_noise", label_noise)
     _check_style(style)
 
     root = Path(out)
@@ -451,9 +476,11 @@ def write_source(
         ours = src.is_file() and src.read_text("utf-8", errors="replace").startswith(_SOURCE_MARK)
         if not ours:
             raise ValueError(f"{root}: not empty and not a phantom source; will not write into it")
-        for sub in ("images", "masks"):
+        for sub in ("images", "masks", "masks/lungs", "masks/heart", "masks/clavicles"):
             for old in (root / sub).glob("*.png"):
                 old.unlink()
+        for old in ("boxes.csv", "labels_clean.csv"):
+            (root / old).unlink(missing_ok=True)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
 
@@ -465,12 +492,23 @@ def write_source(
 
     meta_rows: list[tuple[str, str, str, str]] = []
     label_rows: list[tuple[str, str]] = []
+    clean_rows: list[tuple[str, str]] = []
+    box_rows: list[tuple] = []
     for i in range(count):
         name = f"ph{seed}-{i:05d}.png"
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, i)))
-        ph = make_phantom(rng, size=size, pneumonia=i in positive, style=style)
+        if multilabel:
+            ph = _multilabel_phantom(seed, i, rng, size, style, label_noise, root, name)
+            clean_rows.append((name, "|".join(ph.findings) or "No Finding"))
+            box_rows += [(name, *box) for box in ph.boxes]
+        else:
+            ph = make_phantom(rng, size=size, pneumonia=i in positive, style=style)
         Image.fromarray(ph.image).save(root / "images" / name)
-        if i in with_mask:
+        if i in with_mask and multilabel:
+            for structure, mask in ph.masks.items():
+                (root / "masks" / structure).mkdir(exist_ok=True)
+                Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / structure / name)
+        elif i in with_mask:
             Image.fromarray(ph.masks["lungs"].astype(np.uint8) * 255).save(root / "masks" / name)
         if i in labelled:
             label_rows.append((name, ph.label))
@@ -484,6 +522,8 @@ def write_source(
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["image", "patient_id", "style", "label"])
         w.writerows(meta_rows)
+    if multilabel:
+        _write_multilabel_tables(root, clean_rows, box_rows)
     n_patients = (count + per_patient - 1) // per_patient
     (root / "SOURCE.md").write_text(
         f"{_SOURCE_MARK}\n\n"
@@ -491,7 +531,50 @@ def write_source(
         f"version {GENERATOR_VERSION}), seed {seed}, {size}x{size} 8-bit PNG: {count} images of "
         f"{n_patients} synthetic patients ({per_patient} per patient), {n_pos} pneumonia "
         f"and {count - n_pos} normal, {n_mask} exact lung masks, {n_lab} labelled and "
-        f"{count - n_lab} unlabeled; no real patient data.\n",
+        f"{count - n_lab} unlabeled; no real patient data.\n"
+        + (_MULTILABEL_NOTE.format(noise=label_noise) if multilabel else ""),
         encoding="utf-8",
     )
     return root
+
+
+_MULTILABEL_NOTE = (
+    "\nMulti-label mode: the pneumonia/normal counts above do not apply. Findings "
+    "(cardiomegaly, effusion, nodule, opacity) are drawn independently per image; labels.csv "
+    "holds them |-separated ('No Finding' when none), each finding flipped with probability "
+    "{noise}; labels_clean.csv holds the true findings, boxes.csv (image,label,x,y,w,h) their "
+    "exact boxes, masks/lungs|heart|clavicles/ the exact masks.\n"
+)
+
+
+def _multilabel_phantom(
+    seed: int,
+    i: int,
+    rng: np.random.Generator,
+    size: int,
+    style: str,
+    label_noise: float,
+    root: Path,
+    name: str,
+) -> Phantom:
+    """Phantom ``i`` in multi-label mode; ``label`` is the noisy label, ``findings`` the truth."""
+    from multimix.data.phantom_findings import FINDING_RATES, FINDINGS
+
+    draw = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, i)))
+    wanted = {f for f in FINDINGS if draw.random() < FINDING_RATES[f]}
+    ph = make_phantom(rng, size=size, style=style, with_findings=wanted)
+    flip = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, i)))
+    noisy = [f for f in FINDINGS if (f in ph.findings) != (flip.random() < label_noise)]
+    ph.label = "|".join(noisy) or "No Finding"
+    return ph
+
+
+def _write_multilabel_tables(root: Path, clean_rows: list, box_rows: list) -> None:
+    for file, header, rows in (
+        ("labels_clean.csv", ["image", "label"], clean_rows),
+        ("boxes.csv", ["image", "label", "x", "y", "w", "h"], box_rows),
+    ):
+        with open(root / file, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(header)
+            w.writerows(rows)

@@ -12,11 +12,14 @@ Everything is validated up front, so a bad file is reported before training star
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from multimix.data.bad_inputs import BadInputs, handle
 from multimix.data.io import is_image_file
 from multimix.errors import DataError
 
@@ -57,8 +60,13 @@ class Source:
         return {r.name: r for r in self.records}
 
 
-def load_source(root: str | Path, name: str | None = None) -> Source:
-    """Discover the layout of ``root`` and return its validated records."""
+def load_source(root: str | Path, name: str | None = None, bad: BadInputs | None = None) -> Source:
+    """Discover the layout of ``root`` and return its validated records.
+
+    With ``bad`` under the ``skip`` policy, bad entries (an unreadable CSV row, a mask without
+    an image, a file name that is not UTF-8, no images at all) are recorded there and left out
+    instead of raising; an empty folder then gives a source without records.
+    """
     root = Path(root)
     if not root.exists():
         raise DataError(root, "folder does not exist")
@@ -66,47 +74,100 @@ def load_source(root: str | Path, name: str | None = None) -> Source:
         raise DataError(root, "is not a folder")
     name = name or root.resolve().name
     if (root / "images").is_dir():
-        return _shared_layout(root, name)
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and _images_in(d))
+        return _shared_layout(root, name, bad)
+    class_dirs = [d for d in _listing(root) if d.is_dir() and _has_images(d)]
     if class_dirs:
-        return _class_folders(root, name, class_dirs)
-    images = _images_in(root)
+        return _class_folders(root, name, class_dirs, bad)
+    images = _images_in(root, bad)
     if not images:
-        raise DataError(
-            root, "no images found (expected images/, class sub-folders or image files)"
-        )
+        message = "no images found (expected images/, class sub-folders or image files)"
+        handle(bad, DataError(root, message))
     records = [Record(name, p.name, p, patient=p.stem) for p in images]
     return Source(name, root, "plain", records)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
-
-
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a small CSV as dicts; one clear error for encoding or header problems."""
+def _listing(folder: Path) -> list[Path]:
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"is not UTF-8 text (byte {exc.start})") from None
-    reader = csv.DictReader(io.StringIO(text))
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(folder, f"cannot list folder ({exc.strerror or exc})") from None
+
+
+def _has_images(folder: Path) -> bool:
+    return any(is_image_file(p) and p.is_file() for p in _listing(folder))
+
+
+def _images_in(folder: Path, bad: BadInputs | None) -> list[Path]:
+    """Image files of ``folder``, sorted. A name that is not UTF-8 is a bad input: it cannot
+    be written to labels.csv, split.json or a report."""
+    found = [p for p in _listing(folder) if is_image_file(p) and p.is_file()]
+    usable = []
+    for path in found:
+        if _utf8(path.name):
+            usable.append(path)
+        else:
+            handle(bad, DataError(path, "file name is not valid UTF-8; rename the file"))
+    return usable
+
+
+def _utf8(name: str) -> bool:
+    """False for a name whose bytes are not UTF-8 (Python holds them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _key(name: str) -> str:
+    """Names are matched in Unicode NFC, so a labels.csv typed on one system finds a file
+    named on another (macOS writes decomposed names: 'u' + combining umlaut for 'ü')."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _read_csv(
+    path: Path, required: tuple[str, ...], bad: BadInputs | None = None
+) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` pairs of a small CSV; one clear error for encoding or header
+    problems. A data line that is not UTF-8 is reported by line (and left out under skip)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(path, f"cannot read file ({exc.strerror or exc})") from None
+    lines = data.removeprefix(codecs.BOM_UTF8).split(b"\n")
+    text_lines = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            text_lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            error = DataError(path, f"line {number} is not UTF-8 text (byte {exc.start + 1})")
+            if number == 1:
+                raise error from None  # the header: nothing can be read without it
+            handle(bad, error)
+            text_lines.append("")  # blank: the csv reader skips it, line numbers stay right
+    reader = csv.DictReader(io.StringIO("\n".join(text_lines), newline=""))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in required if c not in header]
     if missing:
         raise DataError(path, f"missing column(s) {', '.join(missing)}; found {header or 'none'}")
     rows = []
     for row in reader:
-        rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items() if k})
+        values = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k}
+        rows.append((reader.line_num, values))
     return rows
 
 
-def _shared_layout(root: Path, name: str) -> Source:
-    images = {p.name: p for p in _images_in(root / "images")}
+def _shared_layout(root: Path, name: str, bad: BadInputs | None) -> Source:
+    images = {p.name: p for p in _images_in(root / "images", bad)}
     if not images:
-        raise DataError(root / "images", "no images found")
-    labels = _labels(root / "labels.csv", images) if (root / "labels.csv").exists() else {}
-    patients = _patients(root / "meta.csv", images) if (root / "meta.csv").exists() else {}
-    masks = _masks(root / "masks", images) if (root / "masks").is_dir() else {}
+        handle(bad, DataError(root / "images", "no images found"))
+        return Source(name, root, "shared", [])
+    by_key = {_key(n): n for n in images}
+    labels, dropped = {}, set()
+    if (root / "labels.csv").exists():
+        labels, dropped = _labels(root / "labels.csv", by_key, bad)
+    patients = _patients(root / "meta.csv", by_key, bad) if (root / "meta.csv").exists() else {}
+    masks = _masks(root / "masks", by_key, bad) if (root / "masks").is_dir() else {}
     records = [
         Record(
             source=name,
@@ -117,50 +178,93 @@ def _shared_layout(root: Path, name: str) -> Source:
             masks=masks.get(n, {}),
         )
         for n, p in images.items()
+        if n not in dropped
     ]
     return Source(name, root, "shared", records)
 
 
-def _labels(path: Path, images: dict[str, Path]) -> dict[str, str]:
+def _labels(
+    path: Path, by_key: dict[str, str], bad: BadInputs | None
+) -> tuple[dict[str, str], set[str]]:
+    """Label per image name, and the images left out (under skip) for conflicting labels.
+
+    Labels are compared case-insensitively (as they are matched); a row with an empty label
+    says nothing, so it never conflicts.
+    """
     out: dict[str, str] = {}
-    for line, row in enumerate(_read_csv(path, ("image", "label")), start=2):
-        image, label = row["image"], row["label"]
-        if image not in images:
-            raise DataError(path, f"line {line} names {image!r}, which is not in images/")
-        if image in out and out[image] != label:
-            raise DataError(path, f"line {line}: {image!r} is listed twice with different labels")
-        if label:
-            out[image] = label
-    return out
+    dropped: set[str] = set()
+    for line, row in _label_rows(path, bad):
+        image, label = by_key.get(_key(row["image"])), row["label"]
+        if image is None:
+            message = f"line {line} names {row['image']!r}, which is not in images/"
+            handle(bad, DataError(path, message))
+            continue
+        if not label or image in dropped:
+            continue
+        if image in out and out[image].lower() != label.lower():
+            message = (
+                f"line {line}: {image!r} is listed twice with different labels "
+                f"({out[image]!r} and {label!r})"
+            )
+            handle(bad, DataError(path, message))
+            dropped.add(image)
+            continue
+        out.setdefault(image, label)
+    return {k: v for k, v in out.items() if k not in dropped}, dropped
 
 
-def _patients(path: Path, images: dict[str, Path]) -> dict[str, str]:
+def _label_rows(path: Path, bad: BadInputs | None) -> list[tuple[int, dict[str, str]]]:
+    """``image,label`` rows; a CheXpert-style table (one 1/0/-1/blank column per finding, no
+    ``label`` column) gets its ``label`` built from those columns (multimix.data.findings)."""
+    from multimix.data.findings import finding_columns, wide_label
+
+    rows = _read_csv(path, ("image",), bad)
+    if rows and "label" not in rows[0][1]:
+        columns = finding_columns([row for _, row in rows], {"image"})
+        if not columns:
+            raise DataError(path, f"missing column(s) label; found {list(rows[0][1])}")
+        for _, row in rows:
+            row["label"] = wide_label(row, columns) or ""
+    return rows
+
+
+def _patients(path: Path, by_key: dict[str, str], bad: BadInputs | None) -> dict[str, str]:
     """Grouping key per image: ``split_group`` when given (near-duplicates), else ``patient_id``."""
-    rows = _read_csv(path, ("image",))
     out: dict[str, str] = {}
-    for row in rows:
+    for _, row in _read_csv(path, ("image",), bad):
         key = row.get("split_group") or row.get("patient_id")
-        if row["image"] in images and key:
-            out[row["image"]] = key
+        image = by_key.get(_key(row["image"]))
+        if image is not None and key:
+            out[image] = key
     return out
 
 
-def _masks(folder: Path, images: dict[str, Path]) -> dict[str, dict[str, Path]]:
+def _masks(
+    folder: Path, by_key: dict[str, str], bad: BadInputs | None
+) -> dict[str, dict[str, Path]]:
     """``masks/*.png`` are lungs; ``masks/<structure>/*.png`` are other structures."""
     out: dict[str, dict[str, Path]] = {}
-    groups = [(LUNGS, folder)] + [(d.name, d) for d in sorted(folder.iterdir()) if d.is_dir()]
+    groups = [(LUNGS, folder)] + [(d.name, d) for d in _listing(folder) if d.is_dir()]
     for structure, sub in groups:
-        for mask in _images_in(sub):
-            if mask.name not in images:
-                raise DataError(mask, "mask has no image of the same name in images/")
-            out.setdefault(mask.name, {})[structure] = mask
+        for mask in _images_in(sub, bad):
+            image = by_key.get(_key(mask.name))
+            if image is None:
+                handle(bad, DataError(mask, "mask has no image of the same name in images/"))
+                continue
+            out.setdefault(image, {})[structure] = mask
     return out
 
 
-def _class_folders(root: Path, name: str, class_dirs: list[Path]) -> Source:
+def _class_folders(root: Path, name: str, class_dirs: list[Path], bad: BadInputs | None) -> Source:
+    usable = []
+    for folder in class_dirs:
+        if _utf8(folder.name):
+            usable.append(folder)
+        else:
+            handle(bad, DataError(folder, "folder name is not valid UTF-8; rename the folder"))
     records = [
         Record(name, f"{d.name}/{p.name}", p, patient=p.stem, label=d.name)
-        for d in class_dirs
-        for p in _images_in(d)
+        for d in usable
+        for p in _images_in(d, bad)
     ]
     return Source(name, root, "class-folders", records)

@@ -40,7 +40,10 @@ class Pool:
         if self._order is None:
             gen = torch.Generator().manual_seed(_seed(self.seed, self.name, self.epoch))
             perm = torch.randperm(len(self.rows), generator=gen)
-            shard = perm[self.rank :: self.world]
+            # Equal shards (the remainder is dropped this epoch), so every rank's position is
+            # the same two integers and one rank's saved position is valid for all.
+            usable = len(perm) - len(perm) % self.world if len(perm) >= self.world else len(perm)
+            shard = perm[:usable][self.rank :: self.world]
             self._order = self.rows[shard if len(shard) else perm]
         return self._order
 
@@ -73,11 +76,14 @@ class Streams:
         pools: dict[str, Pool],
         augment: AugmentConfig,
         seed: int,
+        rank: int = 0,
     ) -> None:
         self.bank = bank
         self.pools = pools
         self.augment = augment
-        self.generator = torch.Generator().manual_seed(_seed(seed, "augment"))
+        # Each rank augments differently; rank 0 draws exactly what a single process draws.
+        parts = (seed, "augment") if rank == 0 else (seed, "augment", rank)
+        self.generator = torch.Generator().manual_seed(_seed(*parts))
 
     def draw(self, streams: tuple[str, ...]) -> Batch:
         bank, cfg, gen = self.bank, self.augment, self.generator

@@ -26,7 +26,11 @@ def source_metrics(
     out: dict = {"n_images": len(rows)}
     labels = bank.labels[rows]
     labeled = labels >= 0
-    if labeled.any():
+    if labeled.any() and preds.multilabel:
+        from multimix.engine.multilabel_eval import multilabel_block
+
+        out["multilabel"] = multilabel_block(bank, rows, preds, classes)
+    elif labeled.any():
         probs, targets = preds.probs[labeled].numpy(), labels[labeled].numpy()
         cls = classification_metrics(probs, targets, classes)
         calibration = expected_calibration_error(probs, targets)
@@ -70,6 +74,8 @@ def summary_score(results: dict[str, dict]) -> float:
             value = cls["auc"] if cls["auc"] is not None else cls["accuracy"]
             if value is not None:
                 scores.append(value)
+        if (block.get("multilabel") or {}).get("mean_auc") is not None:
+            scores.append(block["multilabel"]["mean_auc"])
     return sum(scores) / len(scores) if scores else float("nan")
 
 
@@ -109,23 +115,28 @@ def evaluate_run(
     keep: bool = False,
     explain: list[str] | tuple[str, ...] = (),
     explain_samples: int = 32,
+    on_bad_input: str = "error",
 ) -> tuple[dict, dict]:
     """metrics.json content for ``folders``; with ``keep``, also banks and predictions.
+
+    Under ``on_bad_input="skip"`` bad files are left out and listed in ``skipped``.
 
     With ``explain`` methods (see :mod:`multimix.explain`), each source's block also gets
     ``explanations``: lung share and deletion curve per method on up to ``explain_samples``
     images (:func:`~multimix.explain.report_metrics.explanation_metrics`).
     """
     from multimix.data.assemble import load_split
-    from multimix.data.labels import LabelSpace
+    from multimix.data.bad_inputs import BadInputs
     from multimix.data.sources import load_source
     from multimix.engine.runtime import select_device
     from multimix.explain.report_metrics import check_methods, explanation_metrics
+    from multimix.tasks import label_space
 
     explain = check_methods(explain)
+    bad = BadInputs(on_bad_input)
     dev = select_device(device)
     cfg, model = load_run(run, device=dev)
-    labels = LabelSpace(tuple(classes or cfg.classes), cfg.label_map | (label_map or {}))
+    labels = label_space(cfg, classes, label_map)
     if len(labels.classes) != model.cfg.n_classes:
         raise ConfigError(
             f"the run was trained on {len(cfg.classes)} classes, not {len(labels.classes)}"
@@ -134,19 +145,30 @@ def evaluate_run(
     # Read and check every folder before predicting, so a bad file stops nothing half-done.
     banks = {}
     for folder in folders:
-        source = load_source(folder)
+        source = load_source(folder, bad=bad)
+        if not source.records:
+            continue  # skipped: no usable image
         records, used = held_out_records(source, split, part)
         if not records:
             raise DataError(source.root, f"no images left to evaluate in its {part!r} part")
         bank = load_bank(
-            records, cfg.image_size, tuple(cfg.structures), labels, f"loading {source.name}"
+            records, cfg.image_size, tuple(cfg.structures), labels, f"loading {source.name}", bad
         )
-        banks[source.name] = (bank, used)
+        if len(bank):
+            banks[source.name] = (bank, used)
+    if not banks:
+        raise ConfigError(f"no usable images to evaluate ({len(bad)} bad inputs skipped)")
     results, kept = {}, {}
     for name, (bank, used) in banks.items():
         rows = torch.arange(len(bank))
         preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep)
         block = source_metrics(bank, rows, preds, labels.classes, bank.structures)
+        if preds.multilabel:  # thresholded findings (chosen on validation) and localization
+            from multimix.engine.multilabel_eval import multilabel_extras, run_thresholds
+
+            thresholds = run_thresholds(run, dev)
+            share = cfg.multilabel.zone_min_share
+            block |= multilabel_extras(model, bank, preds, labels, thresholds, share)
         if explain:
             block["explanations"] = explanation_metrics(
                 model, bank, rows, explain, dev, samples=explain_samples
@@ -159,5 +181,6 @@ def evaluate_run(
         "checkpoint": "best",
         "classes": list(labels.classes),
         "sources": results,
+        "skipped": bad.as_json(),
     }
     return metrics, kept

@@ -14,6 +14,8 @@ class Predictions:
     probs: torch.Tensor  # float (N, C)
     masks: torch.Tensor  # float16 (N, K, S, S) probabilities
     saliency: torch.Tensor | None  # float16 (N, 1, S, S) when the model has a bridge
+    maps: torch.Tensor | None = None  # float (N, F, h, w) finding activation maps (multilabel)
+    multilabel: bool = False  # probs are independent sigmoids, one per finding
 
 
 def predict(
@@ -25,12 +27,17 @@ def predict(
 ) -> Predictions:
     """Run the model in eval mode over uint8 (N, 1, S, S) images in batches."""
     model.eval()
-    probs, masks, sal = [], [], []
+    probs, masks, sal, maps = [], [], [], []
+    multilabel = model.cfg.task == "multilabel"
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255.0)
         x = x.contiguous(memory_format=torch.channels_last)
         out = model(x)
-        probs.append(torch.softmax(out["logits"].float(), dim=1).cpu())
+        if multilabel:
+            probs.append(torch.sigmoid(out["logits"].float()).cpu())
+            maps.append(out["activation_maps"].float().cpu())
+        else:
+            probs.append(torch.softmax(out["logits"].float(), dim=1).cpu())
         masks.append(torch.sigmoid(out["mask_logits"].float()).half().cpu())
         if keep_saliency and "saliency" in out:
             sal.append(out["saliency"].half().cpu())
@@ -39,4 +46,6 @@ def predict(
         torch.cat(probs) if probs else empty,
         torch.cat(masks) if masks else empty,
         torch.cat(sal) if sal else None,
+        torch.cat(maps) if maps else None,
+        multilabel,
     )

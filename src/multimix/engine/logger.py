@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from multimix.atomic import atomic_write_text
 
 
 class CsvLog:
@@ -21,10 +24,12 @@ class CsvLog:
                 self.columns = next(csv.reader(fh), None)
 
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
-        with self.path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns, restval="")
-            writer.writeheader()
-            writer.writerows(rows)
+        """Atomically, so a kill while the header widens never loses the rows before it."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, buffer.getvalue())
 
     def truncate_after(self, step: int) -> None:
         if self.columns is not None:
@@ -56,7 +61,10 @@ def _fmt(value: object) -> object:
 class TensorBoard:
     """Thin wrapper so a missing or broken TensorBoard never stops training."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, enabled: bool = True) -> None:
+        self.writer = None
+        if not enabled:  # ranks other than 0 under torchrun
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
 

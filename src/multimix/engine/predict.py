@@ -1,9 +1,11 @@
 """Predictions a clinician can look at: masks, overlays, explanation maps and a CSV.
 
 ``predict_paths`` runs a trained run on image files (PNG, JPEG, DICOM) or folders of them and
-writes, per image, the lung mask at the image's own size, an overlay (outline + class and
-probability), the requested explanation heatmaps, and one row of ``predictions.csv``. A file
-that cannot be read is reported in ``failures.csv`` and the others go on.
+writes, per image, the lung mask at the image's own size (and, for a run that segments
+several structures, one mask per structure), an overlay (outline + class and probability, or
+the findings present for a multi-label run), the requested explanation heatmaps, and one row of
+``predictions.csv``. A file that cannot be read is reported in ``failures.csv`` and the others
+go on. The multi-label specifics are in :mod:`multimix.engine.predict_multilabel`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 
 from multimix.data.io import IMAGE_SUFFIXES, is_image_file, read_image, resize_image, write_png
-from multimix.errors import ConfigError, DataError
+from multimix.errors import ConfigError, DataError, printable_path
 
 __all__ = ["OVERLAY_MAX_SIDE", "PredictSummary", "collect_inputs", "predict_paths"]
 
@@ -38,6 +40,7 @@ class PredictSummary:
 
     n_ok: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    notes: list[str] = field(default_factory=list)  # said once, e.g. thresholds that fell back
 
     @property
     def n_failed(self) -> int:
@@ -114,11 +117,18 @@ def predict_paths(
 ) -> PredictSummary:
     """Predict every image in ``inputs`` with the run's best checkpoint; write results in ``out``.
 
-    Writes ``masks/<name>.png`` (first structure, 0/255, at the image's own size),
+    Writes ``masks/<name>.png`` (lungs, else the first structure; 0/255, at the image's own
+    size), with several structures also ``masks/<structure>/<name>.png`` for each,
     ``overlays/<name>.png``, ``explanations/<method>/<name>.png`` for each method in
     ``explain``, ``predictions.csv`` (``image, predicted_class, p_<class>...,
-    lung_area_fraction, mask_path``; ``mask_path`` relative to ``out``) and, when some failed,
-    ``failures.csv`` (``image, reason``).
+    lung_area_fraction, mask_path`` and ``<structure>_area_fraction, <structure>_mask_path``
+    per other structure; paths relative to ``out``) and, when some failed, ``failures.csv``
+    (``image, reason``).
+
+    A multi-label run writes ``image, predicted_findings, p_<finding>..., <finding>...`` (0/1 at
+    the thresholds of ``RUN/thresholds.json``), the mask columns, and ``zones`` when it has a
+    localization head; its maps go to ``explanations/<method>/<finding>/<name>.png`` (see
+    :mod:`multimix.engine.predict_multilabel`).
 
     Raises:
         ConfigError: an unknown explanation method or a batch size below 1.
@@ -145,14 +155,27 @@ def predict_paths(
     cfg, model = load_run(Path(run), device=dev)
     model.eval()
     classes = list(cfg.classes)
+    structures = list(cfg.structures)
+    summary = PredictSummary()
+    multilabel = None
+    explain_dirs = [f"explanations/{m}" for m in methods]
+    if model.cfg.task == "multilabel":
+        from multimix.engine.predict_multilabel import MultiLabelOutput, read_thresholds
+
+        thresholds, note = read_thresholds(Path(run), classes)
+        summary.notes += [note] if note else []
+        multilabel = MultiLabelOutput(model, classes, thresholds, structures)
+        explain_dirs = [f"explanations/{m}/{f}" for m in methods for f in classes]
     out = Path(out)
+    folders = ["masks", "overlays", *explain_dirs]
+    if len(structures) > 1:
+        folders += [f"masks/{s}" for s in structures]
     try:
-        for folder in ["masks", "overlays", *(f"explanations/{m}" for m in methods)]:
+        for folder in folders:
             (out / folder).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(out, f"cannot create the output folder: {exc.strerror or exc}") from None
 
-    summary = PredictSummary()
     rows: list[list[str]] = []
     with progress_bar("predicting", total=len(paths)) as advance:
         for start in range(0, len(paths), batch_size):
@@ -161,18 +184,28 @@ def predict_paths(
                 paths[start : start + batch_size], names[start : start + batch_size], strict=True
             ):
                 try:
+                    if printable_path(path) != str(path):  # would crash predictions.csv
+                        raise DataError(path, "file name is not valid UTF-8; rename the file")
                     image = read_image(path)
                 except DataError as exc:
-                    summary.failures.append((str(path), _reason(exc)))
+                    summary.failures.append((exc.path, _reason(exc)))
                     continue
                 batch.append((path, name, image))
             if batch:
-                rows += _predict_batch(model, batch, cfg.image_size, classes, methods, dev, out)
+                rows += _predict_batch(
+                    model, batch, cfg.image_size, classes, structures, methods, dev, out,
+                    multilabel,
+                )  # fmt: skip
                 summary.n_ok += len(batch)
             advance(min(batch_size, len(paths) - start))
 
-    header = ["image", "predicted_class", *(f"p_{c}" for c in classes)]
-    header += ["lung_area_fraction", "mask_path"]
+    if multilabel is None:
+        header = ["image", "predicted_class", *(f"p_{c}" for c in classes)]
+    else:
+        header = multilabel.header()
+    header += _mask_header(structures)
+    if multilabel is not None and multilabel.zones:
+        header.append("zones")
     atomic_write_text(out / "predictions.csv", _csv([header, *rows]))
     failures_csv = out / "failures.csv"
     if summary.failures:
@@ -193,41 +226,94 @@ def _predict_batch(
     batch: list[tuple[Path, str, np.ndarray]],
     size: int,
     classes: list[str],
+    structures: list[str],
     methods: list[str],
     device: torch.device,
     out: Path,
+    multilabel=None,
 ) -> list[list[str]]:
-    """Run the model (and explainers) on one batch and write its files; CSV rows back."""
+    """Run the model (and explainers) on one batch and write its files; CSV rows back.
+
+    ``multilabel`` (a :class:`~multimix.engine.predict_multilabel.MultiLabelOutput`) switches
+    to sigmoid findings, one map per explained finding, and zones.
+    """
     from multimix.explain.attributions import explain as explain_map
 
     x = torch.stack([torch.from_numpy(resize_image(img, size)) for _, _, img in batch])
     x = x[:, None].to(device)
     result = model(x)
-    probs = torch.softmax(result["logits"].float(), dim=1).cpu()
-    mask_probs = torch.sigmoid(result["mask_logits"][:, :1].float()).cpu()
-    maps = {m: explain_map(model, x, m).cpu() for m in methods}
+    mask_probs = torch.sigmoid(result["mask_logits"].float()).cpu()
+    zones = None
+    if multilabel is None:
+        probs = torch.softmax(result["logits"].float(), dim=1).cpu()
+        maps = {m: explain_map(model, x, m).cpu() for m in methods}
+        pairs: list[tuple[int, int | None]] = [(i, None) for i in range(len(batch))]
+    else:
+        from multimix.engine.predict_multilabel import explain_pairs
+
+        probs = torch.sigmoid(result["logits"].float()).cpu()
+        present = multilabel.present(probs)
+        if multilabel.zones:
+            fmaps = result["activation_maps"].float().cpu()
+            zones = multilabel.zone_names(fmaps, mask_probs, present)
+        pairs = multilabel.targets(probs, present)
+        maps = {m: explain_pairs(model, x, pairs, m) for m in methods}
 
     rows = []
     for i, (path, name, image) in enumerate(batch):
         shape = image.shape
-        mask = _upsample(mask_probs[i], shape) >= _MASK_THRESHOLD
-        write_png(out / "masks" / f"{name}.png", mask)
-        k = int(probs[i].argmax())
-        label = f"{classes[k]} {float(probs[i, k]):.2f}"
+        mask, mask_cells = _write_masks(out, name, mask_probs[i], structures, shape)
+        if multilabel is None:
+            k = int(probs[i].argmax())
+            label = f"{classes[k]} {float(probs[i, k]):.2f}"
+            cells = [classes[k], *(f"{float(p):.6f}" for p in probs[i])]
+        else:
+            label = multilabel.caption(probs[i], present[i], zones[i] if zones else None)
+            cells = multilabel.row_cells(probs[i], present[i])
         write_png(out / "overlays" / f"{name}.png", _overlay(image, mask, label))
-        for method, attr in maps.items():
-            heat = _heatmap(image, np.clip(_upsample(attr[i], shape), 0.0, 1.0))
-            write_png(out / "explanations" / method / f"{name}.png", heat)
-        rows.append(
-            [
-                str(path),
-                classes[k],
-                *(f"{float(p):.6f}" for p in probs[i]),
-                f"{float(mask.mean()):.6f}",
-                f"masks/{name}.png",
-            ]
-        )
+        for method, attrs in maps.items():
+            for k, (row, finding) in enumerate(pairs):
+                if row != i:
+                    continue
+                heat = _heatmap(image, np.clip(_upsample(attrs[k], shape), 0.0, 1.0))
+                folder = out / "explanations" / method
+                folder = folder if finding is None else folder / classes[finding]
+                write_png(folder / f"{name}.png", heat)
+        rows.append([str(path), *cells, *mask_cells, *([zones[i]] if zones else [])])
     return rows
+
+
+def _first_structure(structures: list[str]) -> int:
+    """The channel written as ``masks/<name>.png``: the lungs if segmented, else the first."""
+    from multimix.explain.report_metrics import lung_index
+
+    return lung_index(tuple(structures)) or 0
+
+
+def _mask_header(structures: list[str]) -> list[str]:
+    first = _first_structure(structures)
+    header = ["lung_area_fraction", "mask_path"]
+    for k, structure in enumerate(structures):
+        if k != first:
+            header += [f"{structure}_area_fraction", f"{structure}_mask_path"]
+    return header
+
+
+def _write_masks(
+    out: Path, name: str, probs: torch.Tensor, structures: list[str], shape: tuple[int, int]
+) -> tuple[np.ndarray, list[str]]:
+    """Write one image's masks at its own size; back: the first structure's mask and the cells
+    of :func:`_mask_header`. With several structures, each also goes to its own folder."""
+    first = _first_structure(structures)
+    masks = [_upsample(probs[k : k + 1], shape) >= _MASK_THRESHOLD for k in range(len(probs))]
+    write_png(out / "masks" / f"{name}.png", masks[first])
+    cells = [f"{float(masks[first].mean()):.6f}", f"masks/{name}.png"]
+    if len(structures) > 1:
+        for k, structure in enumerate(structures):
+            write_png(out / "masks" / structure / f"{name}.png", masks[k])
+            if k != first:
+                cells += [f"{float(masks[k].mean()):.6f}", f"masks/{structure}/{name}.png"]
+    return masks[first], cells
 
 
 def _upsample(channel_map: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
@@ -256,9 +342,14 @@ def _overlay(image: np.ndarray, mask: np.ndarray, label: str) -> np.ndarray:
     rgb[outline] = _OUTLINE_RGB
     canvas = Image.fromarray(rgb)
     draw = ImageDraw.Draw(canvas)
-    font = _font(max(10, round(max(height, width) / 24)))
+    size = max(10, round(max(height, width) / 24))
+    font = _font(size)
     pad = max(1, round(max(height, width) / 128))
     left, top, right, bottom = draw.textbbox((pad, pad), label, font=font)
+    while size > 10 and right - left > width - 4 * pad:  # long (multi-label) text: shrink
+        size = max(10, min(size - 1, int(size * (width - 4 * pad) / (right - left))))
+        font = _font(size)
+        left, top, right, bottom = draw.textbbox((pad, pad), label, font=font)
     draw.rectangle((left - pad, top - pad, right + pad, bottom + pad), fill=(0, 0, 0))
     draw.text((pad, pad), label, fill=(255, 255, 255), font=font)
     return np.asarray(canvas)

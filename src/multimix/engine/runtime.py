@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -31,6 +32,13 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
     elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+
+def autocast(device: torch.device) -> AbstractContextManager:
+    """bf16 mixed precision on a GPU (bf16 needs no loss scaling); full precision on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def seed_everything(seed: int) -> None:

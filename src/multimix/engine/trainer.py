@@ -7,32 +7,37 @@ val_log.csv and tb/. ``multimix train --resume RUN`` continues from checkpoints/
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from multimix import tasks
 from multimix.config import TrainConfig
 from multimix.data.assemble import (
     PRETRAIN,
     TrainingData,
     assemble,
+    check_sources,
     load_sources,
     load_split,
     make_split,
     save_split,
 )
-from multimix.data.labels import LabelSpace
+from multimix.data.bad_inputs import BadInputs, write_skipped
 from multimix.data.streams import Pool, Streams
 from multimix.engine import checkpoint as ckpt
+from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
 from multimix.engine.logger import CsvLog, TensorBoard
 from multimix.engine.progress import console, progress_bar
-from multimix.engine.runtime import seed_everything, select_device, set_threads
+from multimix.engine.runtime import autocast, seed_everything, set_threads
 from multimix.errors import CheckpointError, ConfigError
-from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED, Method, get_method
+from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED, Method
 from multimix.methods.multimix import segmentation_pretraining
 from multimix.models.net import ModelConfig, MultiMixNet
 
@@ -64,14 +69,17 @@ class Trainer:
         self.cfg = cfg
         self.run = Path(cfg.out)
         self.resume = resume
-        self.device = select_device(cfg.device)
+        self.world, self.device = distributed.setup(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.method: Method = get_method(cfg.method, cfg.weights)
-        self.labels = LabelSpace(tuple(cfg.classes), cfg.label_map)
+        self.method: Method = tasks.build_method(cfg)
+        self.labels = tasks.label_space(cfg)
         self.data = self._data()
         self._check_streams()
         self.model = self._model()
+        self.ddp = distributed.wrap(self.model, self.world, self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -92,7 +100,19 @@ class Trainer:
             "unlabeled": cfg.unlabeled_data,
             PRETRAIN: cfg.pretrain_masks,
         }
-        sources, roles = load_sources(folders)
+        bad = BadInputs(cfg.on_bad_input)
+        sources, roles = load_sources(folders, bad)
+        if not cfg.structures:
+            cfg.structures = list(derive_structures(sources, roles))
+            if self.world.main:
+                cfg.save(self.run)
+        structures = tuple(cfg.structures)
+        # Every image, mask and label is decoded here, before the split and the first step.
+        sources, checked = check_sources(
+            sources, roles, self.labels, cfg.image_size, structures, bad
+        )
+        if self.world.main:
+            write_skipped(bad, self.run)
         split_path = self.run / "split.json"
         if self.resume:
             split = load_split(split_path)
@@ -107,11 +127,9 @@ class Trainer:
                 cfg.test_fraction,
                 cfg.seed,
             )
-            save_split(split_path, split)
-        if not cfg.structures:
-            cfg.structures = list(derive_structures(sources, roles))
-            cfg.save(self.run)
-        return assemble(sources, split, self.labels, cfg.image_size, tuple(cfg.structures))
+            if self.world.main:
+                save_split(split_path, split)
+        return assemble(sources, split, self.labels, cfg.image_size, structures, checked)
 
     def _check_streams(self) -> None:
         for stream in self.method.streams:
@@ -130,6 +148,7 @@ class Trainer:
             norm=cfg.norm,
             bridge=self.method.uses_bridge,
             dropout=cfg.dropout,
+            **tasks.model_options(cfg),
         )
         return MultiMixNet(model_cfg).to(self.device, memory_format=torch.channels_last)
 
@@ -142,8 +161,11 @@ class Trainer:
         pools = {}
         for name in self.method.streams:
             pool_rows = rows[name] if len(rows[name]) else fallback
-            pools[name] = Pool(name, pool_rows, sizes[name], cfg.seed)
-        return Streams(self.data.bank, pools, cfg.augment, cfg.seed)
+            pools[name] = Pool(name, pool_rows, sizes[name], cfg.seed, *self._shard())
+        return tasks.make_streams(cfg, self.data, pools, self.method, self.world.rank)
+
+    def _shard(self) -> tuple[int, int]:
+        return self.world.rank, self.world.size
 
     def _pretraining_phase(self) -> tuple[Method, Streams] | None:
         """Segmentation pre-training on pseudo-masks (explanations as labels), if asked for."""
@@ -153,8 +175,11 @@ class Trainer:
         if len(rows) == 0:
             raise ConfigError("the --pretrain-masks folders hold no masks")
         method = segmentation_pretraining(self.method.uses_bridge, self.cfg.weights)
-        pool = Pool(PRETRAIN, rows, self.cfg.batch_size, self.cfg.seed)
-        return method, Streams(self.data.bank, {SEG: pool}, self.cfg.augment, self.cfg.seed + 1)
+        pool = Pool(PRETRAIN, rows, self.cfg.batch_size, self.cfg.seed, *self._shard())
+        streams = Streams(
+            self.data.bank, {SEG: pool}, self.cfg.augment, self.cfg.seed + 1, self.world.rank
+        )
+        return method, streams
 
     def _pretraining(self) -> bool:
         return self.pretrain is not None and self._progress() < self.cfg.pretrain_fraction
@@ -164,16 +189,28 @@ class Trainer:
     def ckpt_dir(self) -> Path:
         return self.run / "checkpoints"
 
+    def _rank_state(self) -> dict:
+        """What differs between ranks: their augmentation generators and torch RNG."""
+        return {
+            "streams": self.streams.state_dict(),
+            "pretrain_streams": self.pretrain[1].state_dict() if self.pretrain else None,
+            "torch_rng": torch.get_rng_state(),
+        }
+
     def save(self, tag: str = "last") -> None:
+        """Checkpoint (rank 0 writes; under torchrun every rank must call it)."""
+        ranks = distributed.gather(self._rank_state(), self.world)
+        if not self.world.main:
+            return
         ckpt.save_weights(self.ckpt_dir / f"{tag}.safetensors", self.model)
         state = {
             "step": self.step,
             "elapsed": self.elapsed,
             "best": self.best,
             "optimizer": self.optimizer.state_dict(),
-            "streams": self.streams.state_dict(),
-            "pretrain_streams": self.pretrain[1].state_dict() if self.pretrain else None,
-            "torch_rng": torch.get_rng_state(),
+            "world_size": self.world.size,
+            **ranks[0],
+            "other_ranks": ranks[1:],
         }
         ckpt.save_state(self.ckpt_dir / f"{tag}.state.pt", state)
 
@@ -186,15 +223,24 @@ class Trainer:
             raise CheckpointError(weights, "checkpoint was made for a different network")
         self.model.load_state_dict(loaded.state_dict())
         state = ckpt.load_state(self.ckpt_dir / "last.state.pt")
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world.size:
+            raise CheckpointError(
+                self.ckpt_dir / "last.state.pt",
+                f"saved by {saved_world} training process(es); resume with the same number "
+                f"(now {self.world.size})",
+            )
+        mine = state if self.world.main else state["other_ranks"][self.world.rank - 1]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.streams.load_state_dict(state["streams"])
-        if self.pretrain and state.get("pretrain_streams"):
-            self.pretrain[1].load_state_dict(state["pretrain_streams"])
-        torch.set_rng_state(state["torch_rng"])
+        self.streams.load_state_dict(mine["streams"])
+        if self.pretrain and mine.get("pretrain_streams"):
+            self.pretrain[1].load_state_dict(mine["pretrain_streams"])
+        torch.set_rng_state(mine["torch_rng"])
         self.step, self.elapsed, self.best = state["step"], state["elapsed"], state["best"]
-        self.train_log.truncate_after(self.step)
-        self.val_log.truncate_after(self.step)
-        console.print(f"resuming {self.run} at step {self.step}")
+        if self.world.main:
+            self.train_log.truncate_after(self.step)
+            self.val_log.truncate_after(self.step)
+            console.print(f"resuming {self.run} at step {self.step}")
 
     # -- loop --------------------------------------------------------------------------------
     def _progress(self) -> float:
@@ -246,21 +292,29 @@ class Trainer:
 
     def fit(self) -> Path:
         """Train until the step or time budget is spent; checkpoint at every validation."""
-        self.tb = TensorBoard(self.run / "tb")
+        main = self.world.main
+        self.tb = TensorBoard(self.run / "tb", enabled=main)
         previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         total = self.cfg.steps or 1.0  # steps, or the spent share of the time budget
         start = time.perf_counter() - self.elapsed
+        bar = f"training {self.method.name}" + (f" ({self.world.size} processes)" * main)
         try:
-            with progress_bar(f"training {self.method.name}", total=total) as advance:
+            bar_or_quiet = progress_bar(bar, total=total) if main else nullcontext(_quiet)
+            with bar_or_quiet as advance:
                 while not self._done():
-                    self._train_step(advance)
-                    self.elapsed = time.perf_counter() - start
+                    self._train_step(advance, start)
                     if self.step % self.cfg.val_every == 0 or self._done():
-                        score = summary_score(self.validate())
-                        self.elapsed = time.perf_counter() - start
+                        if main:
+                            score = summary_score(self.validate())
+                            console.log(f"step {self.step}: validation score {score:.4f}")
+                        self._sync_elapsed(start)
                         self.save("last")
-                        console.log(f"step {self.step}: validation score {score:.4f}")
         except (KeyboardInterrupt, Interrupted):
+            if self.world.distributed:
+                # Ranks may stop at different points; a collective now could hang, so the
+                # last regular checkpoint (every --val-every steps) is where a resume starts.
+                console.print(f"rank {self.world.rank} interrupted at step {self.step}")
+                raise SystemExit(130) from None
             self.save("last")
             console.print(
                 f"interrupted at step {self.step}; checkpoint saved. "
@@ -270,26 +324,37 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.tb.close()
-        if not (self.ckpt_dir / "best.safetensors").exists():
+        if main and not (self.ckpt_dir / "best.safetensors").exists():
             shutil.copy(self.ckpt_dir / "last.safetensors", self.ckpt_dir / "best.safetensors")
         return self.run
 
-    def _train_step(self, advance) -> None:
+    def _sync_elapsed(self, start: float) -> None:
+        """Every rank must agree on the time spent, or one would stop while others wait."""
+        local = {"elapsed": time.perf_counter() - start}
+        self.elapsed = distributed.mean(local, self.world, self.device)["elapsed"]
+
+    def _train_step(self, advance, start: float) -> None:
         lr = self._lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         method, streams = self.pretrain if self._pretraining() else (self.method, self.streams)
         batch = streams.draw(method.streams).to(self.device)
         self.model.train()
-        loss, logs = method.loss(self.model, batch)
+        with autocast(self.device):
+            loss, logs = self.ddp(method, batch) if self.ddp else method.loss(self.model, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        row = {"step": self.step, "elapsed": round(self.elapsed, 3), "lr": lr}
-        row |= {"phase": "pretrain" if method is not self.method else "train", **logs}
-        self.train_log.write(row)
-        self.tb.scalars("train", logs, self.step)
+        # One reduction per step: rank-averaged losses for the log and a shared clock.
+        logs["elapsed"] = time.perf_counter() - start
+        logs = distributed.mean(logs, self.world, self.device)
+        self.elapsed = logs.pop("elapsed")
+        if self.world.main:
+            row = {"step": self.step, "elapsed": round(self.elapsed, 3), "lr": lr}
+            row |= {"phase": "pretrain" if method is not self.method else "train", **logs}
+            self.train_log.write(row)
+            self.tb.scalars("train", logs, self.step)
         advance(info=f"loss {logs['loss']:.3f}", completed=self._completed())
 
     def _completed(self) -> float:
@@ -300,19 +365,30 @@ def _raise_interrupted(signum, frame) -> None:
     raise Interrupted()
 
 
+def _quiet(*args, **kwargs) -> None:
+    """The progress callback of ranks other than 0."""
+
+
 def train(cfg: TrainConfig) -> Path:
     """Start a new run in ``cfg.out``."""
     run = Path(cfg.out)
     if (run / "checkpoints" / "last.safetensors").exists():
         raise ConfigError(f"{run} already holds a run; use --resume {run} or another --out")
-    run.mkdir(parents=True, exist_ok=True)
     cfg.validate()
-    cfg.save(run)
-    return Trainer(cfg).fit()
+    if int(os.environ.get("RANK", 0)) == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        cfg.save(run)
+    try:
+        return Trainer(cfg).fit()
+    finally:
+        distributed.shutdown()
 
 
 def resume(run: Path) -> Path:
     """Continue the run in ``run`` from its last checkpoint."""
     cfg = TrainConfig.load(run)
     cfg.out = str(run)
-    return Trainer(cfg, resume=True).fit()
+    try:
+        return Trainer(cfg, resume=True).fit()
+    finally:
+        distributed.shutdown()

@@ -67,7 +67,8 @@ def deletion_curve(
 
     Returns:
         ``fractions`` (``steps + 1``,) from 0 to 1 and ``scores`` (``B, steps + 1``): the
-        softmax probability of the target class after each deletion step.
+        probability of the target class after each deletion step (softmax; the finding's
+        sigmoid for a multi-label model).
     """
     if steps < 1:
         raise ValueError("deletion_curve needs at least 1 step")
@@ -91,7 +92,10 @@ def deletion_curve(
             chosen = torch.as_tensor(target, dtype=torch.long, device=x.device).expand(batch)
         for k, fraction in enumerate(fractions):
             deleted = (rank < round(fraction * pixels)).view(batch, 1, *x.shape[-2:])
-            probs = torch.softmax(class_logits(model, torch.where(deleted, filler, x)), dim=1)
+            logits = class_logits(model, torch.where(deleted, filler, x))
+            # Findings of a multi-label run are independent: each has its own sigmoid.
+            multilabel = getattr(getattr(model, "cfg", None), "task", "") == "multilabel"
+            probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
             scores[:, k] = probs.gather(1, chosen[:, None])[:, 0].double().cpu().numpy()
     return fractions, scores
 

@@ -33,6 +33,11 @@ class Batch:
     cls_y: torch.Tensor | None = None
     weak_x: torch.Tensor | None = None
     strong_x: torch.Tensor | None = None
+    # Multi-label task (methods.multilabel): finding codes of cls_x, and its zone targets.
+    cls_codes: torch.Tensor | None = None  # long (B, F), data.findings codes
+    cls_zones: torch.Tensor | None = None  # long (B, S, S) lung zone map
+    zone_y: torch.Tensor | None = None  # float (B, F, 6)
+    zone_known: torch.Tensor | None = None  # bool (B, F)
 
     def to(self, device: torch.device) -> Batch:
         """Move to ``device``; images go channels-last, which convolutions run faster on."""
@@ -111,4 +116,4 @@ def available_methods() -> dict[str, str]:
 
 def _import_builtin_methods() -> None:
     """Method modules register on import; imported here, lazily, to avoid import cycles."""
-    from multimix.methods import multimix  # noqa: F401
+    from multimix.methods import multilabel, multimix  # noqa: F401

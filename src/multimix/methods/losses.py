@@ -49,3 +49,21 @@ def pseudo_label_loss(
     keep = confidence >= threshold
     loss = F.cross_entropy(strong_logits, pseudo, reduction="none")
     return (loss * keep.to(loss.dtype)).mean(), keep
+
+
+def multilabel_pseudo_label_loss(
+    weak_logits: torch.Tensor, strong_logits: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FixMatch for independent findings: each finding the weak view is confident about
+    (probability >= threshold: present; <= 1 - threshold: absent) trains the strong view.
+
+    Averaged over all (image, finding) entries, as the single-label loss is over images; returns
+    the loss and the boolean mask of entries kept.
+    """
+    probs = torch.sigmoid(weak_logits.detach())
+    present, absent = probs >= threshold, probs <= 1 - threshold
+    keep = present | absent
+    loss = F.binary_cross_entropy_with_logits(
+        strong_logits, present.to(strong_logits.dtype), reduction="none"
+    )
+    return (loss * keep.to(loss.dtype)).mean(), keep

@@ -26,6 +26,8 @@ class ModelConfig:
     bridge: bool = True
     dropout: float = 0.2
     in_channels: int = 1
+    task: str = "multiclass"  # or "multilabel": one sigmoid output per finding
+    localization: bool = False  # per-finding activation maps (models.heads.FindingMaps)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +75,19 @@ class MultiMixNet(nn.Module):
         self.bridge = SaliencyBridge(cfg.in_channels, cfg.norm) if cfg.bridge else None
         extra = BRIDGE_CHANNELS if cfg.bridge else 0
         self.decoder = Decoder(cfg.widths, cfg.n_structures, cfg.norm, extra_channels=extra)
+        self.localizer = None
+        if cfg.localization:
+            from multimix.models.heads import LOCALIZATION_LEVEL, FindingMaps
+
+            self.localizer = FindingMaps(cfg.widths[LOCALIZATION_LEVEL], cfg.n_classes)
+
+    def activation_maps(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Per-finding maps: the localization head's, else the classifier's CAM."""
+        from multimix.models.heads import classifier_cam
+
+        if self.localizer is not None:
+            return self.localizer(feats)
+        return classifier_cam(self.classifier, feats)
 
     @staticmethod
     def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -118,6 +133,9 @@ class MultiMixNet(nn.Module):
             feats = [f.detach() for f in feats]
             masks = self.segment(feats, x.detach(), sal)
         out = {"logits": logits.detach(), "mask_logits": masks}
+        if self.cfg.task == "multilabel":
+            with torch.no_grad():
+                out["activation_maps"] = self.activation_maps(feats)
         if sal is not None:
             out["saliency"] = sal
         return out

@@ -21,7 +21,21 @@ GALLERY_SIZE = 6  # images per best / worst / false-positive / false-negative ga
 Heatmaps = Callable[[Bank, Predictions, torch.Tensor], np.ndarray]
 
 
-def _title(bank: Bank, preds: Predictions, classes: list[str], i: int, extra: str = "") -> str:
+def _title(
+    bank: Bank,
+    preds: Predictions,
+    classes: list[str],
+    i: int,
+    extra: str = "",
+    thresholds: dict[str, float] | None = None,
+) -> str:
+    """Image name and predicted class (multi-label: the findings present at ``thresholds``)."""
+    if preds.multilabel:
+        from multimix.report.multilabel import findings_text
+
+        found = findings_text(preds.probs[i], classes, thresholds or {})
+        text = f"{bank.records[i].name[:24]}  {found}"
+        return f"{text}  {extra}" if extra else text
     top = int(preds.probs[i].argmax())
     text = f"{bank.records[i].name[:24]}  {classes[top]} {float(preds.probs[i, top]):.2f}"
     return f"{text}  {extra}" if extra else text
@@ -62,9 +76,16 @@ def _gallery(
 
 
 def gallery(
-    source: str, bank: Bank, preds: Predictions, classes: list[str], n: int = 12
+    source: str,
+    bank: Bank,
+    preds: Predictions,
+    classes: list[str],
+    n: int = 12,
+    thresholds: dict[str, float] | None = None,
 ) -> Gallery:
-    """Up to ``n`` examples: with masks, the worst and best by Dice; else evenly spread."""
+    """Up to ``n`` examples: with masks, the worst and best by Dice; else evenly spread.
+
+    ``thresholds`` (multi-label runs) decide which findings the captions call present."""
     rows, dice = _lung_dice(bank, preds)
     if len(rows):
         order = rows[torch.argsort(dice)]
@@ -74,14 +95,21 @@ def gallery(
         pick = torch.linspace(0, len(bank) - 1, min(n, len(bank))).round().long().unique()
         dice_of = {}
     titles = [
-        _title(bank, preds, classes, i, f"dice {dice_of[i]:.2f}" if i in dice_of else "")
+        _title(
+            bank, preds, classes, i, f"dice {dice_of[i]:.2f}" if i in dice_of else "", thresholds
+        )
         for i in pick.tolist()
     ]
     return _gallery(source, bank, preds, pick, titles, "Examples")
 
 
 def segmentation_galleries(
-    source: str, bank: Bank, preds: Predictions, classes: list[str], n: int = GALLERY_SIZE
+    source: str,
+    bank: Bank,
+    preds: Predictions,
+    classes: list[str],
+    n: int = GALLERY_SIZE,
+    thresholds: dict[str, float] | None = None,
 ) -> list[Gallery]:
     """The worst and the best segmentations by lung Dice (no image in both); [] without masks."""
     rows, dice = _lung_dice(bank, preds)
@@ -94,7 +122,7 @@ def segmentation_galleries(
     for heading, picked in (("Worst segmentations", worst), ("Best segmentations", best)):
         if len(picked):
             titles = [
-                _title(bank, preds, classes, int(rows[k]), f"dice {float(dice[k]):.2f}")
+                _title(bank, preds, classes, int(rows[k]), f"dice {float(dice[k]):.2f}", thresholds)
                 for k in picked.tolist()
             ]
             out.append(_gallery(source, bank, preds, rows[picked], titles, heading))
@@ -167,11 +195,17 @@ def error_galleries(
 def source_scores(source: str, bank: Bank, preds: Predictions) -> SourceScores:
     labeled = bank.labels >= 0
     _, dice = _lung_dice(bank, preds)
+    codes = None
+    if preds.multilabel:  # labels are packed finding codes: unpack them for the ROC per finding
+        from multimix.report.multilabel import finding_codes
+
+        codes = finding_codes(bank, preds.probs.shape[1])
     return SourceScores(
         source=source,
         probs=preds.probs[labeled].numpy() if labeled.any() else None,
-        labels=bank.labels[labeled].numpy() if labeled.any() else None,
+        labels=bank.labels[labeled].numpy() if labeled.any() and codes is None else None,
         dice=dice.numpy() if len(dice) else None,
+        codes=codes,
     )
 
 
@@ -209,6 +243,23 @@ def _heatmap_maker(
     return computed, method
 
 
+def _skipped_notes(run: Path, evaluated: list[dict], shown: int = 10) -> list[str]:
+    """One note per stage that left bad inputs out (``--on-bad-input skip``), naming them."""
+    from multimix.data.bad_inputs import SKIPPED_CSV, read_skipped
+
+    notes = []
+    stages = (
+        ("Training", read_skipped(run), f" (all in {run / SKIPPED_CSV})"),
+        ("This evaluation", [(s["file"], s["reason"]) for s in evaluated], ""),
+    )
+    for stage, rows, where in stages:
+        if rows:
+            listed = "; ".join(f"{file}: {reason}" for file, reason in rows[:shown])
+            more = f"; ... {len(rows) - shown} more" if len(rows) > shown else ""
+            notes.append(f"{stage} left out {len(rows)} bad input(s){where}: {listed}{more}")
+    return notes
+
+
 def build_report(
     out_dir: Path,
     run: Path,
@@ -224,14 +275,30 @@ def build_report(
     """
     classes = list(metrics["classes"])
     method = explain_method or _first_explain_method(metrics)
+    multilabel = any(preds.multilabel for _, preds in kept.values())
+    thresholds, ml_notes = None, []
+    if multilabel:  # per-finding errors, each explained for its own finding
+        from multimix.engine.predict_multilabel import read_thresholds
+        from multimix.report import multilabel as ml_report
+
+        thresholds, note = read_thresholds(Path(run), classes)
+        ml_notes = [note] if note else []
     heatmaps, heatmap_name = (None, "")
     if any((bank.labels >= 0).any() for bank, _ in kept.values()):
-        heatmaps, heatmap_name = _heatmap_maker(Path(run), metrics, kept, method, device)
+        if multilabel:
+            heatmaps, heatmap_name = ml_report.heatmap_maker(Path(run), metrics, method, device)
+        else:
+            heatmaps, heatmap_name = _heatmap_maker(Path(run), metrics, kept, method, device)
     galleries, scores = [], []
     for name, (bank, preds) in kept.items():
-        seg = segmentation_galleries(name, bank, preds, classes)
-        galleries += seg or [gallery(name, bank, preds, classes)]
-        galleries += error_galleries(name, bank, preds, classes, heatmaps, heatmap_name)
+        seg = segmentation_galleries(name, bank, preds, classes, thresholds=thresholds)
+        galleries += seg or [gallery(name, bank, preds, classes, thresholds=thresholds)]
+        if preds.multilabel:
+            galleries += ml_report.error_galleries(
+                name, bank, preds, classes, thresholds, heatmaps, heatmap_name
+            )
+        else:
+            galleries += error_galleries(name, bank, preds, classes, heatmaps, heatmap_name)
         scores.append(source_scores(name, bank, preds))
     notes = [
         f"Run: {run}; checkpoint: {metrics['checkpoint']}.",
@@ -239,6 +306,13 @@ def build_report(
         "split saved in the run); other sources are scored in full (cross-domain).",
         "HD95 is in pixels at the run's image size; it is n/a where prediction or truth is empty.",
     ]
+    if multilabel:
+        notes.append(
+            "Multi-label run: the summary's AUC and F1 are the mean AUC and macro F1 over "
+            "findings; captions list the findings at or above their thresholds."
+        )
+    notes += ml_notes
+    notes += _skipped_notes(Path(run), metrics.get("skipped") or [])
     return write_report(
         out_dir,
         "multimix evaluation",

@@ -361,6 +361,49 @@ def roc_curves(
     return _save(fig, path)
 
 
+def finding_roc_curves(
+    probs: np.ndarray,
+    codes: np.ndarray,
+    findings: Sequence[str],
+    path: str | Path,
+    title: str = "ROC curves per finding",
+) -> Path:
+    """Multi-label ROC: one curve per finding, on its certain labels only (code 1 positive,
+    0 negative; uncertain and unmentioned left out, as in the metrics). A finding without both
+    a positive and a negative certain label has no curve; the legend gives each AUC."""
+    from multimix.data.findings import NEGATIVE, POSITIVE
+
+    probs = np.asarray(probs, dtype=float)
+    codes = np.asarray(codes)
+    fig, ax = plt.subplots(figsize=(5.4, 4.8))
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="chance")
+    drawn = 0
+    for f, name in enumerate(findings):
+        if probs.ndim != 2 or f >= probs.shape[1]:
+            break
+        certain = (codes[:, f] == POSITIVE) | (codes[:, f] == NEGATIVE)
+        positive = codes[certain, f] == POSITIVE
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr = roc_points(probs[certain, f], positive)
+        auc = float(np.trapezoid(tpr, fpr))
+        ax.plot(fpr, tpr, lw=2, label=_plain(f"{name} (AUC {auc:.3f}, {positive.sum()} pos.)"))
+        drawn += 1
+    if not drawn:
+        _empty_panel(ax, "ROC undefined: no finding has both labels")
+    else:
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.set_xlabel("false positive rate (1 - specificity)")
+        ax.set_ylabel("true positive rate (sensitivity)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(_plain(title))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def roc_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates at every distinct threshold (ties form one step)."""
     scores = np.asarray(scores, dtype=float)

@@ -50,6 +50,7 @@ class SourceScores:
     probs: np.ndarray | None = None  # float (n, C) class probabilities of the labeled images
     labels: np.ndarray | None = None  # int (n,) their true class indices
     dice: np.ndarray | None = None  # float (m,) lung Dice of the images that have a lung mask
+    codes: np.ndarray | None = None  # int (n, F) finding codes (multi-label; probs are sigmoids)
 
 
 _CSS = """
@@ -168,6 +169,9 @@ def _summary_table(sources: Sequence[str], blocks: Mapping[str, dict], anchors: 
     for name in sources:
         block = blocks.get(name, {})
         cls = _dict(block.get("classification"))
+        ml = _dict(block.get("multilabel"))
+        if ml:  # multi-label: mean AUC and macro F1 over findings, no accuracy
+            cls = {"auc": ml.get("mean_auc"), "f1_macro": ml.get("f1_macro")}
         seg = _dict(block.get("segmentation"))
         part = block.get("part")
         rows.append(
@@ -242,6 +246,70 @@ def _segmentation_table(seg: Mapping[str, Any]) -> str:
             + "</tr>"
         )
     return _table(["structure", "n", "Dice", "IoU", "HD95"], rows)
+
+
+def _multilabel_tables(ml: Mapping[str, Any], findings: Sequence[str]) -> list[str]:
+    """Overview (images, mean AUC, macro F1) and one row per finding."""
+    overview = (
+        "<tr>"
+        + _cell(ml.get("n"), integer=True)
+        + _cell(ml.get("mean_auc"))
+        + _cell(ml.get("f1_macro"))
+        + "</tr>"
+    )
+    per = _dict(ml.get("per_finding"))
+    names = [f for f in findings if f in per] + [f for f in per if f not in findings]
+    rows = []
+    for name in names:
+        row = _dict(per.get(name))
+        rows.append(
+            f"<tr><td>{_esc(name)}</td>"
+            + _cell(row.get("auc"))
+            + _cell(row.get("threshold"))
+            + _cell(row.get("precision"))
+            + _cell(row.get("recall"))
+            + _cell(row.get("f1"))
+            + _cell(row.get("support"), integer=True)
+            + _cell(row.get("n"), integer=True)
+            + "</tr>"
+        )
+    header = ["finding", "AUC", "threshold", "precision", "recall", "F1", "positives", "scored"]
+    out = [_table(["images", "mean AUC", "F1 macro"], [overview])]
+    return out + ([_table(header, rows)] if rows else [])
+
+
+_MULTILABEL_NOTE = (
+    "Each finding is scored on its certain labels only (uncertain and unmentioned ones are left "
+    "out: 'scored'); precision, recall and F1 at the finding's threshold, chosen for the best "
+    "F1 on the run's validation part (RUN/thresholds.json)."
+)
+
+
+def _localization_tables(loc: Mapping[str, Any]) -> list[str]:
+    """Boxes, map source, mean IoU and zone accuracy; then the hit rate per IoU threshold."""
+    cam = {"localization_head": "localization head", "classifier_cam": "classifier CAM"}
+    source = cam.get(str(loc.get("cam")), loc.get("cam") or NA)
+    overview = (
+        "<tr>"
+        + _cell(loc.get("n_boxes"), integer=True)
+        + f"<td>{_esc(source)}</td>"
+        + _cell(loc.get("mean_iou"))
+        + _cell(loc.get("zone_accuracy"))
+        + "</tr>"
+    )
+    hits = _dict(loc.get("box_iou_hit"))
+    out = [_table(["true boxes", "maps from", "mean IoU", "zone accuracy"], [overview])]
+    if hits:
+        row = "<tr><td>boxes found</td>" + "".join(_cell(v) for v in hits.values()) + "</tr>"
+        out.append(_table(["IoU at least", *(str(t) for t in hits)], [row]))
+    return out
+
+
+_LOCALIZATION_NOTE = (
+    "A true box is found at IoU T when a box around a region of the finding's map (scaled to "
+    "[0, 1], above 0.5) overlaps it with IoU at least T. Zone accuracy: predicted against true "
+    "lung zones (left/right x upper/middle/lower) per image, finding and zone."
+)
 
 
 def _explanation_table(explanations: Mapping[str, Any]) -> str:
@@ -322,6 +390,8 @@ def _source_section(
         parts.append(f'<p class="meta">{"".join(info)}</p>')
 
     cls = _dict(block.get("classification"))
+    ml = _dict(block.get("multilabel"))
+    loc = _dict(block.get("localization"))
     seg = _dict(block.get("segmentation"))
     explanations = _dict(block.get("explanations"))
 
@@ -379,6 +449,27 @@ def _source_section(
             )
         parts += _figrow(row)
 
+    if ml:
+        parts.append("<h3>Findings (multi-label)</h3>")
+        parts.append(f'<p class="meta">{_esc(_MULTILABEL_NOTE)}</p>')
+        parts += _multilabel_tables(ml, classes)
+        if scores is not None and _has_rows(scores.probs) and _has_rows(scores.codes):
+            parts.append(
+                figure(
+                    f"roc_{anchor}.png",
+                    lambda p: figures.finding_roc_curves(
+                        scores.probs, scores.codes, list(classes), p, f"{name}: ROC per finding"
+                    ),
+                    f"ROC curves per finding for {name}",
+                    "One curve per finding (that finding present against absent).",
+                )
+            )
+
+    if loc:
+        parts.append("<h3>Localization</h3>")
+        parts.append(f'<p class="meta">{_esc(_LOCALIZATION_NOTE)}</p>')
+        parts += _localization_tables(loc)
+
     if seg:
         parts.append("<h3>Segmentation</h3>")
         parts.append(_segmentation_table(seg))
@@ -413,7 +504,7 @@ def _source_section(
             )
         )
 
-    if not cls and not seg and not galleries and not explanations:
+    if not cls and not ml and not loc and not seg and not galleries and not explanations:
         parts.append('<p class="empty">No metrics for this source.</p>')
     parts.append("</section>")
     return "\n".join(parts)
@@ -436,8 +527,9 @@ def write_report(
     """Write ``out_dir/report.html`` and its figures under ``out_dir/figures/``.
 
     Per source: metric tables, confusion matrix, reliability diagram (from the metrics' bins),
-    ROC curve and Dice histogram (from ``scores``), the galleries in the order given, and the
-    explanation table and deletion curves when the block has ``explanations``.
+    ROC curve and Dice histogram (from ``scores``; for a ``multilabel`` block the per-finding
+    table and ROC curves, and the ``localization`` tables), the galleries in the order given,
+    and the explanation table and deletion curves when the block has ``explanations``.
     Missing metric blocks or values render as ``n/a``. Returns the path of the HTML page.
     """
     out_dir = Path(out_dir)

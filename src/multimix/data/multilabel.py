@@ -1,0 +1,121 @@
+"""Data for the multi-label task: boxes at bank resolution, and batches with zone targets.
+
+Zone targets are computed after augmentation: the lung mask and one box mask per finding are
+warped with the image, then the zones are derived from the warped lungs. A flipped or shifted
+view therefore always has targets that match what it shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from multimix.data.augment import weak
+from multimix.data.bank import Bank
+from multimix.data.findings import FindingSpace, unpack
+from multimix.data.io import read_image
+from multimix.data.sources import LUNGS
+from multimix.data.streams import Streams
+from multimix.data.zones import box_mask, box_zones, lung_zones_batch, read_boxes
+from multimix.methods.base import CLS, Batch
+
+BankBoxes = dict[int, list[tuple[int, float, float, float, float]]]  # row -> (f, x0, y0, x1, y1)
+
+
+def finding_index(space: FindingSpace, raw: str) -> int | None:
+    """Index of a raw finding name, or None when it is not one of the task's findings."""
+    key = raw.strip().lower()
+    key = space.mapping.get(key, key)
+    return space.classes.index(key) if key in space.classes else None
+
+
+def bank_boxes(
+    bank: Bank, roots: dict[str, Path], space: FindingSpace, rows: torch.Tensor | None = None
+) -> BankBoxes:
+    """Boxes from each source's ``boxes.csv``, scaled to the bank's image size, per bank row.
+
+    ``roots`` maps source names to their folders (shared layout). Boxes of findings that are not
+    in ``--classes`` are skipped (a box list usually covers more
+    findings than one task uses). Only ``rows`` (default: all) are looked up.
+    """
+    wanted = set(range(len(bank))) if rows is None else {int(r) for r in rows}
+    index = bank.index()
+    size = bank.images.shape[-1]
+    out: BankBoxes = {}
+    for name, root in roots.items():
+        path = Path(root) / "boxes.csv"
+        if not path.exists() or not (Path(root) / "images").is_dir():
+            continue
+        table = read_boxes(path, {p.name for p in (Path(root) / "images").iterdir()})
+        for image, boxes in table.items():
+            row = index.get((name, image))
+            if row is None or row not in wanted:
+                continue
+            kept = [(finding_index(space, b.finding), b) for b in boxes]
+            kept = [(f, b) for f, b in kept if f is not None]
+            if not kept:
+                continue
+            h, w = read_image(bank.records[row].image).shape
+            sx, sy = size / w, size / h
+            out[row] = [
+                (f, b.x * sx, b.y * sy, (b.x + b.w) * sx, (b.y + b.h) * sy) for f, b in kept
+            ]
+    return out
+
+
+def bank_roots(bank: Bank) -> dict[str, Path]:
+    """Folder of each source in a bank of shared-layout records (``ROOT/images/NAME``)."""
+    return {r.source: r.image.parent.parent for r in bank.records}
+
+
+def lung_channel(bank: Bank) -> int | None:
+    return bank.structures.index(LUNGS) if LUNGS in bank.structures else None
+
+
+def box_masks(boxes: BankBoxes, rows: torch.Tensor, n_findings: int, size: int) -> torch.Tensor:
+    """(B, F, S, S) uint8 box masks of ``rows``."""
+    return torch.stack([box_mask(boxes.get(int(r), []), n_findings, size) for r in rows])
+
+
+class MultiLabelStreams(Streams):
+    """Streams whose ``cls`` batch carries finding codes and, with boxes, zone targets."""
+
+    def __init__(
+        self,
+        bank: Bank,
+        pools,
+        augment,
+        seed: int,
+        *args,
+        n_findings: int,
+        boxes: BankBoxes | None = None,
+        min_share: float = 0.1,
+        **kwargs,
+    ) -> None:
+        super().__init__(bank, pools, augment, seed, *args, **kwargs)
+        self.n_findings = n_findings
+        self.boxes = boxes
+        self.min_share = min_share
+        self.lung = lung_channel(bank)
+
+    def draw(self, streams: tuple[str, ...]) -> Batch:
+        batch = super().draw(tuple(s for s in streams if s != CLS))
+        if CLS not in streams:
+            return batch
+        bank, gen = self.bank, self.generator
+        rows = self.pools[CLS].next()
+        images = bank.float_images(rows)
+        batch.cls_codes = unpack(bank.labels[rows], self.n_findings)
+        if self.boxes is None or self.lung is None:
+            batch.cls_x, _ = weak(images, None, gen, self.augment)
+            return batch
+        size = images.shape[-1]
+        lungs = bank.masks[rows, self.lung : self.lung + 1].float()
+        boxes = box_masks(self.boxes, rows, self.n_findings, size).float()
+        batch.cls_x, moved = weak(images, torch.cat([lungs, boxes], dim=1), gen, self.augment)
+        zones = lung_zones_batch(moved[:, 0] > 0.5)
+        zone_y, touches = box_zones(moved[:, 1:] > 0.5, zones, self.min_share)
+        batch.cls_zones, batch.zone_y = zones, zone_y
+        batch.zone_known = touches & bank.known[rows, self.lung][:, None]
+        return batch

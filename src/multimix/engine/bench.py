@@ -1,0 +1,268 @@
+"""``multimix bench``: how fast training and inference run here, against what the hardware allows.
+
+One run measures a matmul peak, the throughput of a full MultiMix training step (all five
+streams, with the trainer's model, method, optimizer and memory format) and of inference
+(classify + segment + bridge, as ``predict`` runs it), the FLOPs each performs (counted by
+torch, not estimated), the achieved share of the peak, and the same step done the
+straightforward way, for comparison. Inputs are synthetic: the cost of a step does not depend on
+pixel values, and no data folder is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from multimix.atomic import atomic_write_text
+from multimix.engine import runtime
+from multimix.engine.measure import (
+    Timing,
+    count_flops,
+    environment,
+    matmul_peak_gflops,
+    profile_operators,
+    synchronizer,
+    time_calls,
+)
+from multimix.errors import ConfigError
+from multimix.methods.base import Batch, LossWeights, get_method
+from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
+from multimix.methods.multimix import JointObjective
+from multimix.models.blocks import NORMS
+from multimix.models.net import ModelConfig, MultiMixNet, input_saliency
+
+Autocast = Callable[[], contextlib.AbstractContextManager]
+LossFn = Callable[[MultiMixNet, Batch], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class BenchConfig:
+    """What one benchmark run measures; saved in ``bench.json`` so it can be repeated."""
+
+    image_size: int = 256
+    batch_size: int = 8  # per stream, as ``multimix train --batch-size``
+    unlabeled_ratio: int = 1
+    infer_batch_size: int = 32
+    device: str = "auto"
+    threads: int | None = None
+    widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    norm: str = "batch"
+    warmup: int = 2  # untimed calls before each timing
+    steps: int | None = None  # timed calls per timing (5 unless --seconds is given)
+    seconds: float | None = None  # or: keep timing each measurement this long
+    matmul_size: int | None = None  # default: 2048 on CPU, 8192 on GPU
+    matmul_repeats: int = 5
+    profile_steps: int = 0  # > 0: profile this many training steps, top operators in the JSON
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.widths or min(self.widths) < 1:
+            raise ConfigError("--widths must be positive channel counts, e.g. 16,32,64,128,256")
+        if self.norm not in NORMS:
+            raise ConfigError(f"unknown --norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        levels = 2 ** (len(self.widths) - 1)
+        if self.image_size < levels or self.image_size % levels:
+            raise ConfigError(
+                f"--image-size must be a multiple of {levels} "
+                f"for a {len(self.widths)}-level network"
+            )
+        for name in ("batch_size", "unlabeled_ratio", "infer_batch_size", "matmul_repeats"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.warmup < 0 or self.profile_steps < 0:
+            raise ConfigError("--warmup and --profile-steps must be >= 0")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError("--steps must be at least 1")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ConfigError("--seconds must be positive")
+        if self.matmul_size is not None and self.matmul_size < 1:
+            raise ConfigError("--matmul-size must be at least 1")
+
+
+# -- the steps being timed ---------------------------------------------------------------------
+def synthetic_batch(cfg: BenchConfig, n_structures: int = 1, n_classes: int = 2) -> Batch:
+    """All five streams, shaped as the trainer draws them (masks, unlabeled, classes, views)."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    b, u, s = cfg.batch_size, cfg.batch_size * cfg.unlabeled_ratio, cfg.image_size
+
+    def images(n: int) -> torch.Tensor:
+        return torch.rand(n, 1, s, s, generator=g)
+
+    return Batch(
+        seg_x=images(b),
+        seg_y=(torch.rand(b, n_structures, s, s, generator=g) > 0.5).float(),
+        seg_known=torch.ones(b, n_structures, dtype=torch.bool),
+        seg_unlabeled_x=images(b),
+        cls_x=images(b),
+        cls_y=torch.randint(0, n_classes, (b,), generator=g),
+        weak_x=images(u),
+        strong_x=images(u),
+    )
+
+
+def images_per_step(batch: Batch) -> int:
+    """Images that go through the encoder in one step (weak and strong views count apart)."""
+    parts = (batch.seg_x, batch.seg_unlabeled_x, batch.cls_x, batch.weak_x, batch.strong_x)
+    return sum(p.shape[0] for p in parts if p is not None)
+
+
+def straightforward_loss(
+    method: JointObjective, model: MultiMixNet, batch: Batch
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The MultiMix objective computed the plain way: the baseline the real step is timed against.
+
+    The saliency comes from a separate encoder pass over every image of every stream, and the
+    decoder runs on every image. The loss terms are those of ``method.loss`` (in eval mode the
+    same values); the real step takes the saliency from its training pass and decodes only the
+    mask streams.
+    """
+    w = method.weights
+    parts = (batch.seg_x, batch.seg_unlabeled_x, batch.cls_x, batch.weak_x, batch.strong_x)
+    n_seg, n_segu, n_cls, n_weak, _ = (p.shape[0] for p in parts)
+    x = torch.cat(parts)
+    feats = model.encode(x)
+    logits = model.classify(feats)
+    x_sal = x.detach().requires_grad_(True)
+    sal = input_saliency(model.classify(model.encode(x_sal)), x_sal)
+    mask_logits = model.segment(feats, x, sal)
+
+    seg = dice_bce(mask_logits[:n_seg], batch.seg_y, batch.seg_known)
+    m = min(n_seg, n_segu)
+    kl = bernoulli_kl(mask_logits[:m].detach(), mask_logits[n_seg : n_seg + m])
+    start = n_seg + n_segu
+    cls_logits = logits[start : start + n_cls]
+    ce = F.cross_entropy(cls_logits, batch.cls_y)
+    weak = logits[start + n_cls : start + n_cls + n_weak]
+    strong = logits[start + n_cls + n_weak :]
+    pl, keep = pseudo_label_loss(weak, strong, w.threshold)
+    total = w.seg * seg + w.consistency * kl + w.cls * ce + w.pseudo * pl
+    logs = {
+        "loss_seg": seg.item(),
+        "loss_kl": kl.item(),
+        "loss_cls": ce.item(),
+        "train_acc": (cls_logits.argmax(1) == batch.cls_y).float().mean().item(),
+        "loss_pseudo": pl.item(),
+        "pseudo_kept": keep.float().mean().item(),
+        "loss": total.item(),
+    }
+    return total, logs
+
+
+@dataclass
+class Setup:
+    """A model, its optimizer and the loss a timed step minimises, built as the trainer does."""
+
+    model: MultiMixNet
+    optimizer: torch.optim.Optimizer
+    loss: LossFn
+
+
+def build(cfg: BenchConfig, device: torch.device, straightforward: bool = False) -> Setup:
+    method = get_method("multimix", LossWeights())
+    assert isinstance(method, JointObjective)
+    torch.manual_seed(cfg.seed)  # every variant starts from the same weights
+    model_cfg = ModelConfig(widths=tuple(cfg.widths), norm=cfg.norm, bridge=method.uses_bridge)
+    model = MultiMixNet(model_cfg).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    if straightforward:
+        return Setup(model, optimizer, lambda m, b: straightforward_loss(method, m, b))
+    return Setup(model, optimizer, method.loss)
+
+
+def train_step(setup: Setup, batch: Batch, autocast: Autocast = contextlib.nullcontext) -> None:
+    """One optimizer step, as ``Trainer._train_step`` takes it."""
+    setup.model.train()
+    with autocast():
+        loss, _ = setup.loss(setup.model, batch)
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    setup.optimizer.step()
+
+
+def infer_step(model: MultiMixNet, x: torch.Tensor, autocast: Autocast = contextlib.nullcontext):
+    """Class logits, mask logits and saliency of a batch, as ``engine.inference.predict``:
+    eval mode, a gradient only w.r.t. the input (for the bridge), the decoder without one."""
+    model.eval()
+    with autocast():
+        return model(x)
+
+
+# -- the run -----------------------------------------------------------------------------------
+def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -> dict:
+    """Measure everything ``bench.json`` holds (see the module docstring and the README)."""
+    cfg.validate()
+    device = runtime.select_device(cfg.device)
+    runtime.set_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return runtime.autocast(device)  # the trainer's mixed precision (bf16 on GPU only)
+
+    def timed(fn: Callable[[], object]) -> Timing:
+        return time_calls(fn, synchronizer(device), cfg.warmup, cfg.steps, cfg.seconds)
+
+    size = cfg.matmul_size or (8192 if device.type == "cuda" else 2048)
+    log(f"matmul peak: {size}x{size}, best of {cfg.matmul_repeats}")
+    peak = matmul_peak_gflops(device, size, cfg.matmul_repeats)
+
+    batch = synthetic_batch(cfg).to(device)
+    n_train = images_per_step(batch)
+    measured: dict[str, tuple[Timing, float]] = {}
+    profile = None
+    for name in ("train", "straightforward"):
+        setup = build(cfg, device, straightforward=name == "straightforward")
+        step = lambda s=setup: train_step(s, batch, autocast)  # noqa: E731
+        gflops = count_flops(step) / n_train / 1e9
+        log(f"{name} step: {n_train} images")
+        measured[name] = timed(step), gflops
+        if name == "train" and cfg.profile_steps:
+            log(f"profiling {cfg.profile_steps} training steps")
+            profile = profile_operators(step, cfg.profile_steps, device)
+        del setup, step
+
+    model = build(cfg, device).model
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    x = torch.rand(cfg.infer_batch_size, 1, cfg.image_size, cfg.image_size, generator=g)
+    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    infer = lambda: infer_step(model, x, autocast)  # noqa: E731
+    infer_gflops = count_flops(infer) / cfg.infer_batch_size / 1e9
+    log(f"inference: {cfg.infer_batch_size} images per batch")
+    measured["infer"] = timed(infer), infer_gflops
+
+    sizes = {"train": n_train, "straightforward": n_train, "infer": cfg.infer_batch_size}
+    rate = {name: sizes[name] / timing.median for name, (timing, _) in measured.items()}
+    work = {name: gflops for name, (_, gflops) in measured.items()}
+    result = {
+        "peak_gflops": peak,
+        "train_images_per_s": rate["train"],
+        "train_share_of_peak": rate["train"] * work["train"] / peak,
+        "gflops_per_image": work["train"],
+        "straightforward_train_images_per_s": rate["straightforward"],
+        "straightforward_share_of_peak": rate["straightforward"] * work["straightforward"] / peak,
+        "straightforward_gflops_per_image": work["straightforward"],
+        "train_speedup": rate["train"] / rate["straightforward"],
+        "train_flop_ratio": work["straightforward"] / work["train"],
+        "infer_images_per_s": rate["infer"],
+        "infer_share_of_peak": rate["infer"] * work["infer"] / peak,
+        "infer_gflops_per_image": work["infer"],
+        "timings": {name: timing.summary() for name, (timing, _) in measured.items()},
+        "config": asdict(cfg) | {"matmul_size": size, "train_images_per_step": n_train},
+        "environment": environment(device),
+    }
+    if profile is not None:
+        result["train_profile"] = profile
+    return result
+
+
+def write_bench(cfg: BenchConfig, out: Path, log: Callable[[str], object] = lambda _: None):
+    """Run the benchmark and write ``out`` (JSON) atomically; returns what was written."""
+    result = run_bench(cfg, log)
+    atomic_write_text(out, json.dumps(result, indent=2))
+    return result

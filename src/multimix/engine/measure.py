@@ -1,0 +1,147 @@
+"""Measuring tools for ``multimix bench``: timed loops, FLOP counts, a matmul peak, a profile."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for queued GPU work, so a timer stops when the work is done, not when it is queued."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+@dataclass
+class Timing:
+    """Seconds per call: wall clock (what the figures use) and this process's CPU time.
+
+    CPU time per call hardly changes when other jobs share the machine, wall time does: a wall
+    time well above ``cpu_s / threads`` means the run was disturbed (or threads sat idle).
+    """
+
+    wall: list[float]
+    cpu: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "median_s": self.median,
+            "min_s": min(self.wall),
+            "mean_s": statistics.fmean(self.wall),
+            "cpu_s": statistics.median(self.cpu),
+            "n": len(self.wall),
+        }
+
+
+def time_calls(
+    fn: Callable[[], object],
+    sync: Callable[[], None],
+    warmup: int,
+    steps: int | None,
+    seconds: float | None,
+) -> Timing:
+    """Time ``fn`` after ``warmup`` untimed calls: ``steps`` calls, or until ``seconds`` passed
+    (both given: whichever takes longer; neither: 5 calls)."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    wanted = steps if steps is not None else (1 if seconds else 5)
+    timing = Timing([], [])
+    begin = time.perf_counter()
+    while len(timing.wall) < wanted or (seconds and time.perf_counter() - begin < seconds):
+        start, cpu = time.perf_counter(), time.process_time()
+        fn()
+        sync()
+        timing.wall.append(time.perf_counter() - start)
+        timing.cpu.append(time.process_time() - cpu)
+    return timing
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call as torch counts them: matmuls and convolutions, forward and backward
+    (elementwise work such as batch norm is not counted; it is what the peak share leaves out)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_peak_gflops(device: torch.device, size: int, repeats: int) -> float:
+    """Best GFLOP/s of a large square matmul: float32 on CPU, bfloat16 on GPU."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g).to(device, dtype)
+    b = torch.randn(size, size, generator=g).to(device, dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    timing = time_calls(lambda: torch.mm(a, b, out=out), synchronizer(device), 2, repeats, None)
+    return 2 * size**3 / min(timing.wall) / 1e9
+
+
+def profile_operators(
+    fn: Callable[[], object], calls: int, device: torch.device, top: int = 15
+) -> list[dict[str, object]]:
+    """The operators with the most self time over ``calls`` calls of ``fn``, per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        synchronizer(device)()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = prof.key_averages()
+    total = sum(getattr(e, key) for e in events) or 1.0
+    ranked = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:top]
+    return [
+        {
+            "op": e.key,
+            "self_ms": getattr(e, key) / 1e3 / calls,
+            "share": getattr(e, key) / total,
+            "calls": e.count / calls,
+        }
+        for e in ranked
+    ]
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    """What the figures depend on, so a reader can tell whether two runs are comparable."""
+    env: dict[str, object] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": _cpu_name(),
+        "cpus_available": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

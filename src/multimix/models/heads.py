@@ -1,0 +1,49 @@
+"""Heads for multi-label findings: per-finding activation maps and their pooling into zones.
+
+The localization head is a 1x1 convolution over an encoder level at 1/4 of the input
+resolution: one activation map per finding, fine enough to place a box. Zone logits are the
+mean of a finding's map over each lung zone, so training zone labels shapes the very maps that
+boxes are later taken from.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multimix.data.zones import zone_onehot
+
+LOCALIZATION_LEVEL = 2  # encoder level (resolution 1/2**level) the maps are computed from
+
+
+class FindingMaps(nn.Module):
+    """One activation map per finding from the shared encoder's features."""
+
+    def __init__(self, in_channels: int, n_findings: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, n_findings, kernel_size=1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.conv(feats[LOCALIZATION_LEVEL])
+
+
+def zone_logits(maps: torch.Tensor, zones: torch.Tensor) -> torch.Tensor:
+    """(B, F, h, w) maps and (B, S, S) zone maps -> (B, F, 6): each map's mean over each zone.
+
+    Zones are area-pooled to the maps' resolution, so a map cell straddling two zones counts for
+    both in proportion. A zone absent from an image gets logit 0.
+    """
+    weights = F.adaptive_avg_pool2d(zone_onehot(zones), maps.shape[-2:]).to(maps.dtype)
+    total = torch.einsum("bfhw,bzhw->bfz", maps, weights)
+    return total / weights.sum(dim=(-2, -1)).clamp_min(1e-6)[:, None, :]
+
+
+def classifier_cam(classifier: nn.Sequential, feats: list[torch.Tensor]) -> torch.Tensor:
+    """Class activation maps (Zhou et al. 2016) of a global-pool + linear head: (B, F, h, w).
+
+    Exact for the network's classifier: its score is the spatial mean of this map.
+    """
+    linear = next(m for m in reversed(classifier) if isinstance(m, nn.Linear))
+    fmap = feats[-1]
+    return torch.einsum("fc,bchw->bfhw", linear.weight, fmap) + linear.bias[None, :, None, None]
