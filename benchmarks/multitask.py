@@ -68,7 +68,7 @@ def one_run(
     from multimix.config import TrainConfig
     from multimix.engine.evaluate import evaluate_run
     from multimix.engine.multilabel_eval import choose_run_thresholds
-    from multimix.engine.trainer import train
+    from multimix.engine.trainer import resume, train
     from multimix.methods.multilabel import MultiLabelOptions
 
     metrics_path = run / "metrics.json"
@@ -84,7 +84,10 @@ def one_run(
         multilabel=MultiLabelOptions(aux=list(aux), **options),
     )  # fmt: skip
     start = time.perf_counter()
-    train(cfg)
+    if (run / "checkpoints" / "last.safetensors").exists():
+        resume(run)  # an interrupted benchmark goes on where it stopped
+    else:
+        train(cfg)
     wall = time.perf_counter() - start
     choose_run_thresholds(run)
     metrics, _ = evaluate_run(run, [str(test)])

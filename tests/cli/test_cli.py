@@ -70,6 +70,12 @@ def test_user_errors_are_one_line(tmp_path, phantom_dirs):
     assert result.exit_code == 2
     assert "label 'pneumonia' is not one of the classes normal,viral" in result.output
     assert "Traceback" not in result.output
+    for widths in ("8,x", "8,0"):
+        result = runner.invoke(
+            app, ["train", "--out", str(tmp_path / "r3"), "--seg-data", str(phantom_dirs["seg"]),
+                  "--widths", widths],
+        )  # fmt: skip
+        assert result.exit_code == 2 and "error: --widths must be" in result.output
 
 
 def test_phantom_command(tmp_path):

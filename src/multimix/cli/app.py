@@ -39,6 +39,19 @@ def friendly(fn):
     return wrapper
 
 
+def parse_widths(widths: str) -> list[int]:
+    """``16,32,64`` -> channel widths; anything else is a one-line error."""
+    from multimix.data.labels import parse_list
+
+    try:
+        channels = [int(w) for w in parse_list(widths)]
+    except ValueError:
+        raise ConfigError(f"--widths must be numbers separated by commas, not {widths!r}") from None
+    if not channels or min(channels) < 1:
+        raise ConfigError(f"--widths must be positive numbers, not {widths!r}")
+    return channels
+
+
 def parse_count(value: str | None, option: str) -> int | None:
     """``"all"`` (or nothing) means every label; otherwise a non-negative integer."""
     if value is None or value.strip().lower() == "all":
@@ -163,7 +176,7 @@ def train(
             val_every=val_every,
             val_fraction=val_fraction,
             test_fraction=test_fraction,
-            widths=[int(w) for w in parse_list(widths)],
+            widths=parse_widths(widths),
             norm=norm,
             threads=threads,
             on_bad_input=on_bad_input,
@@ -399,14 +412,10 @@ def bench(
     profile_steps: Annotated[int, typer.Option(help="Profile this many training steps.")] = 0,
 ) -> None:
     """Training and inference speed here, against a matmul peak and a straightforward step."""
-    from multimix.data.labels import parse_list
     from multimix.engine.bench import BenchConfig, write_bench
     from multimix.engine.progress import console
 
-    try:
-        channels = tuple(int(w) for w in parse_list(widths))
-    except ValueError:
-        raise ConfigError(f"--widths must be numbers separated by commas, not {widths!r}") from None
+    channels = tuple(parse_widths(widths))
     cfg = BenchConfig(
         image_size=image_size, batch_size=batch_size, unlabeled_ratio=unlabeled_ratio,
         infer_batch_size=infer_batch_size, device=device, threads=threads,
