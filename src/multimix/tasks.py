@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from multimix.data.findings import FindingSpace
 from multimix.data.labels import LabelSpace
 from multimix.errors import ConfigError
-from multimix.methods.base import CLS, Method, get_method
+from multimix.methods.base import CLS, SEG, Method, get_method
 
 if TYPE_CHECKING:
     from multimix.config import TrainConfig
@@ -66,13 +66,18 @@ def make_streams(
         lung = lung_channel(bank)
         roots = {name: source.root for name, source in data.sources.items()}
         boxes = bank_boxes(bank, roots, space, pools[CLS].rows)
-        usable = [r for r in boxes if lung is not None and bool(bank.known[r, lung])]
+        allowed = {int(r) for r in data.rows[SEG]}  # masks within --labeled-seg
+        usable = [
+            r for r in boxes if lung is not None and r in allowed and bool(bank.known[r, lung])
+        ]
         if not usable:
             raise ConfigError(
                 "--aux localization needs boxes.csv boxes on labeled training images that also "
-                "have lung masks (give the folder as --seg-data too)"
+                "have lung masks the run may use (give the folder as --seg-data too; "
+                "--labeled-seg limits them)"
             )
     return MultiLabelStreams(
         bank, pools, cfg.augment, cfg.seed, rank,
         n_findings=n, boxes=boxes, min_share=cfg.multilabel.zone_min_share,
+        mask_rows=data.rows[SEG],
     )  # fmt: skip

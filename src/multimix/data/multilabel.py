@@ -91,6 +91,7 @@ class MultiLabelStreams(Streams):
         n_findings: int,
         boxes: BankBoxes | None = None,
         min_share: float = 0.1,
+        mask_rows: torch.Tensor | None = None,
         **kwargs,
     ) -> None:
         super().__init__(bank, pools, augment, seed, *args, **kwargs)
@@ -98,6 +99,10 @@ class MultiLabelStreams(Streams):
         self.boxes = boxes
         self.min_share = min_share
         self.lung = lung_channel(bank)
+        # Zones come from lung masks the run may use (--labeled-seg), never from held-back ones.
+        self.mask_allowed = torch.zeros(len(bank), dtype=torch.bool)
+        if mask_rows is not None:
+            self.mask_allowed[mask_rows] = True
 
     def draw(self, streams: tuple[str, ...]) -> Batch:
         batch = super().draw(tuple(s for s in streams if s != CLS))
@@ -117,5 +122,6 @@ class MultiLabelStreams(Streams):
         zones = lung_zones_batch(moved[:, 0] > 0.5)
         zone_y, touches = box_zones(moved[:, 1:] > 0.5, zones, self.min_share)
         batch.cls_zones, batch.zone_y = zones, zone_y
-        batch.zone_known = touches & bank.known[rows, self.lung][:, None]
+        usable = bank.known[rows, self.lung] & self.mask_allowed[rows]
+        batch.zone_known = touches & usable[:, None]
         return batch

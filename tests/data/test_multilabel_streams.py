@@ -1,0 +1,37 @@
+"""Zone targets come only from lung masks the run may use (``--labeled-seg``)."""
+
+from __future__ import annotations
+
+from multimix.config import TrainConfig
+from multimix.engine.trainer import Trainer
+from multimix.methods.base import CLS, SEG
+from multimix.methods.multilabel import MultiLabelOptions
+
+
+def test_zone_targets_never_use_held_back_masks(tmp_path, multilabel_run):
+    data = str(multilabel_run["data"])
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"), task="multilabel", method="multilabel",
+        class_data=[data], seg_data=[data], labeled_seg=6,
+        classes=["cardiomegaly", "effusion", "nodule", "opacity"], image_size=32,
+        widths=[8, 16, 16, 32, 32], steps=1, batch_size=16,
+        multilabel=MultiLabelOptions(aux=["segmentation", "localization"]),
+    )  # fmt: skip
+    (tmp_path / "run").mkdir()
+    cfg.save(tmp_path / "run")
+    trainer = Trainer(cfg)
+    allowed = {int(r) for r in trainer.data.rows[SEG]}
+    assert len(allowed) == 6
+    streams = trainer.streams
+    assert {int(r) for r in streams.mask_allowed.nonzero()[:, 0]} == allowed
+    pool, drawn = streams.pools[CLS], []
+    original = pool.next
+    pool.next = lambda: drawn.append(original()) or drawn[-1]  # record the rows drawn
+    seen_known = 0
+    for _ in range(6):
+        batch = streams.draw((SEG, CLS))
+        rows = drawn[-1].tolist()
+        for row, known in zip(rows, batch.zone_known.any(dim=1).tolist(), strict=True):
+            assert not known or row in allowed
+            seen_known += known
+    assert seen_known > 0  # some images do carry zone targets
