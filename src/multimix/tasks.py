@@ -54,30 +54,38 @@ def make_streams(
 
     if cfg.task != MULTILABEL:
         return Streams(data.bank, pools, cfg.augment, cfg.seed, rank)
-    from multimix.data.multilabel import MultiLabelStreams, bank_boxes, lung_channel
+    from multimix.data.multilabel import (
+        MultiLabelStreams,
+        bank_boxes,
+        bank_zone_labels,
+        lung_channel,
+    )
     from multimix.methods.multilabel import auto_pos_weight
 
     bank, space = data.bank, label_space(cfg)
     n = len(space.classes)
     if cfg.multilabel.pos_weight == "auto":
         method.pos_weight = auto_pos_weight(bank.labels[pools[CLS].rows], n)
-    boxes = None
+    boxes, zone_labels = None, None
     if "localization" in cfg.multilabel.aux:
         lung = lung_channel(bank)
         roots = {name: source.root for name, source in data.sources.items()}
         boxes = bank_boxes(bank, roots, space, pools[CLS].rows)
+        zone_labels = bank_zone_labels(bank, roots, space, pools[CLS].rows)
         allowed = {int(r) for r in data.rows[SEG]}  # masks within --labeled-seg
         usable = [
-            r for r in boxes if lung is not None and r in allowed and bool(bank.known[r, lung])
+            r
+            for r in {*boxes, *zone_labels}
+            if lung is not None and r in allowed and bool(bank.known[r, lung])
         ]
         if not usable:
             raise ConfigError(
-                "--aux localization needs boxes.csv boxes on labeled training images that also "
-                "have lung masks the run may use (give the folder as --seg-data too; "
-                "--labeled-seg limits them)"
+                "--aux localization needs boxes.csv boxes or zones.csv zone labels on labeled "
+                "training images that also have lung masks the run may use (give the folder as "
+                "--seg-data too; --labeled-seg limits them)"
             )
     return MultiLabelStreams(
         bank, pools, cfg.augment, cfg.seed, rank,
         n_findings=n, boxes=boxes, min_share=cfg.multilabel.zone_min_share,
-        mask_rows=data.rows[SEG],
+        mask_rows=data.rows[SEG], zone_labels=zone_labels,
     )  # fmt: skip

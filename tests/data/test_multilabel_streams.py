@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from multimix.config import TrainConfig
 from multimix.engine.trainer import Trainer
 from multimix.methods.base import CLS, SEG
@@ -35,3 +37,36 @@ def test_zone_targets_never_use_held_back_masks(tmp_path, multilabel_run):
             assert not known or row in allowed
             seen_known += known
     assert seen_known > 0  # some images do carry zone targets
+
+
+def test_zone_labels_from_zones_csv_become_zone_targets(tmp_path, multilabel_run):
+    import shutil
+
+    from multimix.data.augment import AugmentConfig
+    from multimix.data.zones import ZONES
+
+    data = tmp_path / "zoned"
+    shutil.copytree(multilabel_run["data"], data)
+    (data / "boxes.csv").unlink()
+    names = sorted(p.name for p in (data / "images").iterdir())
+    (data / "zones.csv").write_text(
+        "image,label,zone\n" + "".join(f"{n},Effusion,left_lower\n" for n in names)
+    )
+    cfg = TrainConfig(
+        out=str(tmp_path / "run"), task="multilabel", method="multilabel",
+        class_data=[str(data)], seg_data=[str(data)],
+        classes=["cardiomegaly", "effusion", "nodule", "opacity"], image_size=32,
+        widths=[8, 16, 16, 32, 32], steps=1, batch_size=8,
+        augment=AugmentConfig(flip=False, max_shift=0.0),
+        multilabel=MultiLabelOptions(aux=["segmentation", "localization"]),
+    )  # fmt: skip
+    (tmp_path / "run").mkdir()
+    cfg.save(tmp_path / "run")
+    batch = Trainer(cfg).streams.draw((SEG, CLS))
+    effusion, left_lower = 1, ZONES.index("left_lower")
+    known = batch.zone_known[:, effusion]
+    assert known.all()  # every image has a lung mask the run may use (all masks kept)
+    expected = torch.zeros(len(ZONES))
+    expected[left_lower] = 1
+    assert (batch.zone_y[:, effusion] == expected).all()
+    assert not batch.zone_known[:, 0].any()  # no zone label, no box: cardiomegaly unsupervised

@@ -69,3 +69,17 @@ def test_read_boxes_both_headers_and_errors(tmp_path):
     ours.write_text("image,label,x,y,w,h\na.png,Effusion,1,2,zero,4\n")
     with pytest.raises(DataError, match=r"boxes\.csv: line 2"):
         read_boxes(ours, {"a.png"})
+
+
+def test_zone_labels_are_read_and_bad_rows_named(tmp_path):
+    from multimix.data.zones import read_zone_labels
+
+    path = tmp_path / "zones.csv"
+    path.write_text("image,label,zone\na.png,Effusion,Left Lower\na.png,Nodule,right_upper\n")
+    assert read_zone_labels(path, {"a.png"}) == {"a.png": [("Effusion", 6), ("Nodule", 1)]}
+    path.write_text("image,label,zone\na.png,Effusion,apex\n")
+    with pytest.raises(DataError, match="line 2: zone 'apex' is not one of"):
+        read_zone_labels(path, {"a.png"})
+    path.write_text("image,label\na.png,Effusion\n")
+    with pytest.raises(DataError, match="missing column"):
+        read_zone_labels(path, {"a.png"})

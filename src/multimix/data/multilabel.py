@@ -17,10 +17,17 @@ from multimix.data.findings import FindingSpace, unpack
 from multimix.data.io import read_image
 from multimix.data.sources import LUNGS
 from multimix.data.streams import Streams
-from multimix.data.zones import box_mask, box_zones, lung_zones_batch, read_boxes
+from multimix.data.zones import (
+    box_mask,
+    box_zones,
+    lung_zones_batch,
+    read_boxes,
+    read_zone_labels,
+)
 from multimix.methods.base import CLS, Batch
 
 BankBoxes = dict[int, list[tuple[int, float, float, float, float]]]  # row -> (f, x0, y0, x1, y1)
+BankZones = dict[int, list[tuple[int, int]]]  # row -> (finding index, zone number 1..6)
 
 
 def finding_index(space: FindingSpace, raw: str) -> int | None:
@@ -64,6 +71,30 @@ def bank_boxes(
     return out
 
 
+def bank_zone_labels(
+    bank: Bank, roots: dict[str, Path], space: FindingSpace, rows: torch.Tensor | None = None
+) -> BankZones:
+    """Zone labels from each source's ``zones.csv`` per bank row (findings not in ``--classes``
+    are skipped), for sources that name zones instead of drawing boxes."""
+    wanted = set(range(len(bank))) if rows is None else {int(r) for r in rows}
+    index = bank.index()
+    out: BankZones = {}
+    for name, root in roots.items():
+        path = Path(root) / "zones.csv"
+        if not path.exists() or not (Path(root) / "images").is_dir():
+            continue
+        table = read_zone_labels(path, {p.name for p in (Path(root) / "images").iterdir()})
+        for image, labels in table.items():
+            row = index.get((name, image))
+            if row is None or row not in wanted:
+                continue
+            kept = [(finding_index(space, f), z) for f, z in labels]
+            kept = [(f, z) for f, z in kept if f is not None]
+            if kept:
+                out[row] = kept
+    return out
+
+
 def bank_roots(bank: Bank) -> dict[str, Path]:
     """Folder of each source in a bank of shared-layout records (``ROOT/images/NAME``)."""
     return {r.source: r.image.parent.parent for r in bank.records}
@@ -92,11 +123,13 @@ class MultiLabelStreams(Streams):
         boxes: BankBoxes | None = None,
         min_share: float = 0.1,
         mask_rows: torch.Tensor | None = None,
+        zone_labels: BankZones | None = None,
         **kwargs,
     ) -> None:
         super().__init__(bank, pools, augment, seed, *args, **kwargs)
         self.n_findings = n_findings
         self.boxes = boxes
+        self.zone_labels = zone_labels or {}
         self.min_share = min_share
         self.lung = lung_channel(bank)
         # Zones come from lung masks the run may use (--labeled-seg), never from held-back ones.
@@ -112,12 +145,13 @@ class MultiLabelStreams(Streams):
         rows = self.pools[CLS].next()
         images = bank.float_images(rows)
         batch.cls_codes = unpack(bank.labels[rows], self.n_findings)
-        if self.boxes is None or self.lung is None:
+        if (self.boxes is None and not self.zone_labels) or self.lung is None:
             batch.cls_x, _ = weak(images, None, gen, self.augment)
             return batch
         size = images.shape[-1]
         lungs = bank.masks[rows, self.lung : self.lung + 1].float()
-        boxes = box_masks(self.boxes, rows, self.n_findings, size).float()
+        boxes = box_masks(self.boxes or {}, rows, self.n_findings, size).float()
+        self._paint_zone_labels(boxes, rows, lungs[:, 0] > 0.5)
         batch.cls_x, moved = weak(images, torch.cat([lungs, boxes], dim=1), gen, self.augment)
         zones = lung_zones_batch(moved[:, 0] > 0.5)
         zone_y, touches = box_zones(moved[:, 1:] > 0.5, zones, self.min_share)
@@ -125,3 +159,14 @@ class MultiLabelStreams(Streams):
         usable = bank.known[rows, self.lung] & self.mask_allowed[rows]
         batch.zone_known = touches & usable[:, None]
         return batch
+
+    def _paint_zone_labels(self, regions: torch.Tensor, rows: torch.Tensor, lungs: torch.Tensor):
+        """A zone label becomes that zone's region of the (unaugmented) lungs, drawn like a box,
+        so it moves with the image and a flipped image's zone names follow, as boxes' do."""
+        labelled = [i for i, r in enumerate(rows.tolist()) if r in self.zone_labels]
+        if not labelled:
+            return
+        zones = lung_zones_batch(lungs[labelled])
+        for k, i in enumerate(labelled):
+            for finding, zone in self.zone_labels[int(rows[i])]:
+                regions[i, finding] = torch.maximum(regions[i, finding], (zones[k] == zone).float())

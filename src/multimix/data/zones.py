@@ -1,4 +1,4 @@
-"""Lung zones from a lung mask, and which zones a finding's box falls in.
+"""Lung zones from a lung mask, and which zones a finding's box (or zone label) falls in.
 
 Radiologists say *where* a finding is by lung zone: each lung split into upper, middle and lower
 thirds of its own height. Deriving the zones from the lung mask (rather than fixed image
@@ -135,6 +135,38 @@ def read_boxes(path: Path, images: set[str]) -> dict[str, list[Box]]:
         if not (w > 0 and h > 0) or min(x, y) < 0:
             raise DataError(path, f"line {line}: box {x},{y},{w},{h} is empty or negative")
         out.setdefault(image, []).append(Box(finding, x, y, w, h))
+    return out
+
+
+def read_zone_labels(path: Path, images: set[str]) -> dict[str, list[tuple[str, int]]]:
+    """``zones.csv`` (``image,label,zone``; zone one of :data:`ZONES`, e.g. ``left_lower``) ->
+    ``(finding, zone number 1..6)`` per image name. Bad rows name the file and line."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"is not UTF-8 text (byte {exc.start})") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return {}
+    header = [h.strip().lower() for h in rows[0]]
+    missing = [c for c in ("image", "label", "zone") if c not in header]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)}; found {header}")
+    columns = [header.index(c) for c in ("image", "label", "zone")]
+    out: dict[str, list[tuple[str, int]]] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            image, finding, zone = (row[c].strip() for c in columns)
+        except IndexError:
+            raise DataError(path, f"line {line}: expected image,label,zone") from None
+        if image not in images:
+            raise DataError(path, f"line {line} names {image!r}, which is not in images/")
+        key = zone.lower().replace(" ", "_").replace("-", "_")
+        if key not in ZONES:
+            raise DataError(path, f"line {line}: zone {zone!r} is not one of {', '.join(ZONES)}")
+        out.setdefault(image, []).append((finding, 1 + ZONES.index(key)))
     return out
 
 
