@@ -102,14 +102,18 @@ class Box:
     h: float
 
 
-def read_boxes(path: Path, images: set[str]) -> dict[str, list[Box]]:
-    """``boxes.csv`` (``image,label,x,y,w,h`` in pixels of the original image, or NIH's
-    ``BBox_List_2017.csv`` header) -> boxes per image name. Bad rows name the file and line."""
+def _csv_rows(path: Path) -> list[list[str]]:
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(path, f"is not UTF-8 text (byte {exc.start})") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    return list(csv.reader(io.StringIO(text)))
+
+
+def read_boxes(path: Path, images: set[str]) -> dict[str, list[Box]]:
+    """``boxes.csv`` (``image,label,x,y,w,h`` in pixels of the original image, or NIH's
+    ``BBox_List_2017.csv`` header) -> boxes per image name. Bad rows name the file and line."""
+    rows = _csv_rows(path)
     if not rows:
         return {}
     header = [h.strip().lower() for h in rows[0]]
@@ -141,11 +145,7 @@ def read_boxes(path: Path, images: set[str]) -> dict[str, list[Box]]:
 def read_zone_labels(path: Path, images: set[str]) -> dict[str, list[tuple[str, int]]]:
     """``zones.csv`` (``image,label,zone``; zone one of :data:`ZONES`, e.g. ``left_lower``) ->
     ``(finding, zone number 1..6)`` per image name. Bad rows name the file and line."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"is not UTF-8 text (byte {exc.start})") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    rows = _csv_rows(path)
     if not rows:
         return {}
     header = [h.strip().lower() for h in rows[0]]

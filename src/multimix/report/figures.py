@@ -346,19 +346,7 @@ def roc_curves(
             label = f"positive: {names[c]} (AUC {auc:.3f})"
         ax.plot(fpr, tpr, lw=2, label=_plain(label))
         drawn += 1
-    if not drawn:
-        _empty_panel(ax, "ROC undefined: one class only")
-    else:
-        ax.set_xlim(-0.01, 1.01)
-        ax.set_ylim(-0.01, 1.01)
-        ax.set_aspect("equal")
-        ax.set_xlabel("false positive rate (1 - specificity)")
-        ax.set_ylabel("true positive rate (sensitivity)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=9, loc="lower right")
-    ax.set_title(_plain(title))
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish_roc(fig, ax, drawn, "ROC undefined: one class only", title, path, 9)
 
 
 def finding_roc_curves(
@@ -389,8 +377,13 @@ def finding_roc_curves(
         auc = float(np.trapezoid(tpr, fpr))
         ax.plot(fpr, tpr, lw=2, label=_plain(f"{name} (AUC {auc:.3f}, {positive.sum()} pos.)"))
         drawn += 1
+    return _finish_roc(fig, ax, drawn, "ROC undefined: no finding has both labels", title, path, 8)
+
+
+def _finish_roc(fig, ax, drawn: int, empty: str, title: str, path: str | Path, font: int) -> Path:
+    """Axes, legend and title of a ROC figure (or a note when no curve could be drawn)."""
     if not drawn:
-        _empty_panel(ax, "ROC undefined: no finding has both labels")
+        _empty_panel(ax, empty)
     else:
         ax.set_xlim(-0.01, 1.01)
         ax.set_ylim(-0.01, 1.01)
@@ -398,7 +391,7 @@ def finding_roc_curves(
         ax.set_xlabel("false positive rate (1 - specificity)")
         ax.set_ylabel("true positive rate (sensitivity)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=font, loc="lower right")
     ax.set_title(_plain(title))
     fig.tight_layout()
     return _save(fig, path)
