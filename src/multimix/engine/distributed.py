@@ -60,8 +60,12 @@ def setup(device_name: str) -> tuple[World, torch.device]:
     return world, device
 
 
-def shutdown() -> None:
+def shutdown(barrier: bool = False) -> None:
+    """Leave the process group; ``barrier`` (after a finished run) first waits for every rank,
+    so none tears down its connections while another still uses them."""
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -6,6 +6,7 @@ val_log.csv and tb/. ``multimix train --resume RUN`` continues from checkpoints/
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shutil
@@ -378,17 +379,26 @@ def train(cfg: TrainConfig) -> Path:
     if int(os.environ.get("RANK", 0)) == 0:
         run.mkdir(parents=True, exist_ok=True)
         cfg.save(run)
-    try:
-        return Trainer(cfg).fit()
-    finally:
-        distributed.shutdown()
+    return _fit(cfg, resume=False)
 
 
 def resume(run: Path) -> Path:
     """Continue the run in ``run`` from its last checkpoint."""
     cfg = TrainConfig.load(run)
     cfg.out = str(run)
+    return _fit(cfg, resume=True)
+
+
+def _fit(cfg: TrainConfig, resume: bool) -> Path:
+    """Build, train, and under torchrun leave the process group cleanly."""
+    trainer, finished = None, False
     try:
-        return Trainer(cfg, resume=True).fit()
+        trainer = Trainer(cfg, resume=resume)
+        run = trainer.fit()
+        finished = True
+        return run
     finally:
-        distributed.shutdown()
+        if trainer is not None:
+            trainer.ddp = None  # DDP's reducer must be gone before its process group is
+        gc.collect()
+        distributed.shutdown(barrier=finished)
