@@ -37,37 +37,41 @@ def finding_index(space: FindingSpace, raw: str) -> int | None:
     return space.classes.index(key) if key in space.classes else None
 
 
+def _table_rows(
+    bank: Bank, roots: dict[str, Path], filename: str, reader, rows: torch.Tensor | None
+):
+    """``(bank row, entries)`` from each source's ``filename`` table, for ``rows`` only."""
+    wanted = set(range(len(bank))) if rows is None else {int(r) for r in rows}
+    index = bank.index()
+    for name, root in roots.items():
+        path, images = Path(root) / filename, Path(root) / "images"
+        if not path.exists() or not images.is_dir():
+            continue
+        for image, entries in reader(path, {p.name for p in images.iterdir()}).items():
+            row = index.get((name, image))
+            if row is not None and row in wanted:
+                yield row, entries
+
+
 def bank_boxes(
     bank: Bank, roots: dict[str, Path], space: FindingSpace, rows: torch.Tensor | None = None
 ) -> BankBoxes:
     """Boxes from each source's ``boxes.csv``, scaled to the bank's image size, per bank row.
 
     ``roots`` maps source names to their folders (shared layout). Boxes of findings that are not
-    in ``--classes`` are skipped (a box list usually covers more
-    findings than one task uses). Only ``rows`` (default: all) are looked up.
+    in ``--classes`` are skipped (a box list usually covers more findings than one task uses).
+    Only ``rows`` (default: all) are looked up.
     """
-    wanted = set(range(len(bank))) if rows is None else {int(r) for r in rows}
-    index = bank.index()
     size = bank.images.shape[-1]
     out: BankBoxes = {}
-    for name, root in roots.items():
-        path = Path(root) / "boxes.csv"
-        if not path.exists() or not (Path(root) / "images").is_dir():
+    for row, boxes in _table_rows(bank, roots, "boxes.csv", read_boxes, rows):
+        kept = [(finding_index(space, b.finding), b) for b in boxes]
+        kept = [(f, b) for f, b in kept if f is not None]
+        if not kept:
             continue
-        table = read_boxes(path, {p.name for p in (Path(root) / "images").iterdir()})
-        for image, boxes in table.items():
-            row = index.get((name, image))
-            if row is None or row not in wanted:
-                continue
-            kept = [(finding_index(space, b.finding), b) for b in boxes]
-            kept = [(f, b) for f, b in kept if f is not None]
-            if not kept:
-                continue
-            h, w = read_image(bank.records[row].image).shape
-            sx, sy = size / w, size / h
-            out[row] = [
-                (f, b.x * sx, b.y * sy, (b.x + b.w) * sx, (b.y + b.h) * sy) for f, b in kept
-            ]
+        h, w = read_image(bank.records[row].image).shape  # boxes are in original pixels
+        sx, sy = size / w, size / h
+        out[row] = [(f, b.x * sx, b.y * sy, (b.x + b.w) * sx, (b.y + b.h) * sy) for f, b in kept]
     return out
 
 
@@ -76,22 +80,12 @@ def bank_zone_labels(
 ) -> BankZones:
     """Zone labels from each source's ``zones.csv`` per bank row (findings not in ``--classes``
     are skipped), for sources that name zones instead of drawing boxes."""
-    wanted = set(range(len(bank))) if rows is None else {int(r) for r in rows}
-    index = bank.index()
     out: BankZones = {}
-    for name, root in roots.items():
-        path = Path(root) / "zones.csv"
-        if not path.exists() or not (Path(root) / "images").is_dir():
-            continue
-        table = read_zone_labels(path, {p.name for p in (Path(root) / "images").iterdir()})
-        for image, labels in table.items():
-            row = index.get((name, image))
-            if row is None or row not in wanted:
-                continue
-            kept = [(finding_index(space, f), z) for f, z in labels]
-            kept = [(f, z) for f, z in kept if f is not None]
-            if kept:
-                out[row] = kept
+    for row, labels in _table_rows(bank, roots, "zones.csv", read_zone_labels, rows):
+        kept = [(finding_index(space, f), z) for f, z in labels]
+        kept = [(f, z) for f, z in kept if f is not None]
+        if kept:
+            out[row] = kept
     return out
 
 

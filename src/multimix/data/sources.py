@@ -101,12 +101,17 @@ def _images_in(folder: Path, bad: BadInputs | None) -> list[Path]:
     """Image files of ``folder``, sorted. A name that is not UTF-8 is a bad input: it cannot
     be written to labels.csv, split.json or a report."""
     found = [p for p in _listing(folder) if is_image_file(p) and p.is_file()]
+    return _utf8_named(found, "file", bad)
+
+
+def _utf8_named(paths: list[Path], kind: str, bad: BadInputs | None) -> list[Path]:
+    """``paths`` whose names are UTF-8; each other one is a bad input."""
     usable = []
-    for path in found:
+    for path in paths:
         if _utf8(path.name):
             usable.append(path)
         else:
-            handle(bad, DataError(path, "file name is not valid UTF-8; rename the file"))
+            handle(bad, DataError(path, f"{kind} name is not valid UTF-8; rename the {kind}"))
     return usable
 
 
@@ -256,12 +261,7 @@ def _masks(
 
 
 def _class_folders(root: Path, name: str, class_dirs: list[Path], bad: BadInputs | None) -> Source:
-    usable = []
-    for folder in class_dirs:
-        if _utf8(folder.name):
-            usable.append(folder)
-        else:
-            handle(bad, DataError(folder, "folder name is not valid UTF-8; rename the folder"))
+    usable = _utf8_named(class_dirs, "folder", bad)
     records = [
         Record(name, f"{d.name}/{p.name}", p, patient=p.stem, label=d.name)
         for d in usable

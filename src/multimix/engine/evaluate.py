@@ -21,11 +21,14 @@ def source_metrics(
     preds: Predictions,
     classes: tuple[str, ...],
     structures: tuple[str, ...],
+    score_labels: bool = True,
+    score_masks: bool = True,
 ) -> dict:
-    """Metrics for ``rows`` of ``bank``; a block only where the rows carry labels or masks."""
+    """Metrics for ``rows`` of ``bank``; a block only where the rows carry labels or masks
+    (and only the kinds asked for: validation skips a head the method does not train)."""
     out: dict = {"n_images": len(rows)}
     labels = bank.labels[rows]
-    labeled = labels >= 0
+    labeled = (labels >= 0) & score_labels
     if labeled.any() and preds.multilabel:
         from multimix.engine.multilabel_eval import multilabel_block
 
@@ -38,7 +41,7 @@ def source_metrics(
         cls["calibration"] = calibration  # per confidence bin, for the reliability diagram
         out["classification"] = cls
     known = bank.known[rows]
-    if known.any():
+    if score_masks and known.any():
         pred = preds.masks >= 0.5
         seg = segmentation_metrics(pred, bank.masks[rows].bool(), known, structures)
         if seg:
@@ -53,12 +56,16 @@ def evaluate_sources(
     classes: tuple[str, ...],
     device: torch.device,
     batch_size: int = 32,
+    score_labels: bool = True,
+    score_masks: bool = True,
 ) -> dict[str, dict]:
     """Predict once per source and score it."""
     results = {}
     for name, rows in rows_by_source.items():
         preds = predict(model, bank.images[rows], device, batch_size)
-        results[name] = source_metrics(bank, rows, preds, classes, bank.structures)
+        results[name] = source_metrics(
+            bank, rows, preds, classes, bank.structures, score_labels, score_masks
+        )
     return results
 
 

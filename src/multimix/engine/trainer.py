@@ -268,13 +268,9 @@ class Trainer:
     def validate(self) -> dict[str, dict]:
         results = evaluate_sources(
             self.model, self.data.bank, self._validation_rows(), tuple(self.cfg.classes),
-            self.device,
+            self.device, score_labels=self.method.trains_classifier,
+            score_masks=self.method.trains_segmentation,
         )  # fmt: skip
-        for block in results.values():
-            if not self.method.trains_classifier:
-                block.pop("classification", None)
-            if not self.method.trains_segmentation:
-                block.pop("segmentation", None)
         score = summary_score(results)
         row: dict[str, object] = {"step": self.step, "score": score}
         for source, block in results.items():

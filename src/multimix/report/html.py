@@ -133,6 +133,14 @@ def _cell(value: Any, *, integer: bool = False) -> str:
     return f'<td class="{cls}">{_esc(text)}</td>'
 
 
+_COUNTS = ("n", "n_images", "n_boxes", "support")  # shown as integers
+
+
+def _cells(block: Mapping[str, Any], *keys: str) -> str:
+    """One numeric cell per key of ``block`` (counts as integers, missing values as n/a)."""
+    return "".join(_cell(block.get(k), integer=k in _COUNTS) for k in keys)
+
+
 def _dict(value: Any) -> dict:
     return value if isinstance(value, Mapping) else {}
 
@@ -179,12 +187,8 @@ def _summary_table(sources: Sequence[str], blocks: Mapping[str, dict], anchors: 
             f'<td><a href="#{anchors[name]}">{_esc(name)}</a></td>'
             + _cell(block.get("n_images"), integer=True)
             + f"<td>{_esc(part) if part not in (None, '') else NA}</td>"
-            + _cell(cls.get("accuracy"))
-            + _cell(cls.get("auc"))
-            + _cell(cls.get("f1_macro"))
-            + _cell(seg.get("dice"))
-            + _cell(seg.get("iou"))
-            + _cell(seg.get("hd95"))
+            + _cells(cls, "accuracy", "auc", "f1_macro")
+            + _cells(seg, "dice", "iou", "hd95")
             + "</tr>"
         )
     return _table(header, rows)
@@ -201,26 +205,14 @@ def _per_class_table(cls: Mapping[str, Any], classes: Sequence[str]) -> str:
         row = _dict(per_class.get(name))
         rows.append(
             f"<tr><td>{_esc(name)}</td>"
-            + _cell(row.get("precision"))
-            + _cell(row.get("recall"))
-            + _cell(row.get("f1"))
-            + _cell(row.get("auc"))
-            + _cell(row.get("support"), integer=True)
+            + _cells(row, "precision", "recall", "f1", "auc", "support")
             + "</tr>"
         )
     return _table(["class", "precision", "recall", "F1", "AUC", "support"], rows)
 
 
 def _classification_overview(cls: Mapping[str, Any]) -> str:
-    row = (
-        "<tr>"
-        + _cell(cls.get("n"), integer=True)
-        + _cell(cls.get("accuracy"))
-        + _cell(cls.get("auc"))
-        + _cell(cls.get("f1_macro"))
-        + _cell(cls.get("ece"))
-        + "</tr>"
-    )
+    row = "<tr>" + _cells(cls, "n", "accuracy", "auc", "f1_macro", "ece") + "</tr>"
     return _table(["n", "accuracy", "AUC", "F1 macro", "ECE"], [row])
 
 
@@ -229,34 +221,18 @@ def _segmentation_table(seg: Mapping[str, Any]) -> str:
     structures = [(k, v) for k, v in seg.items() if isinstance(v, Mapping)]
     for name, block in structures:
         rows.append(
-            f"<tr><td>{_esc(name)}</td>"
-            + _cell(block.get("n"), integer=True)
-            + _cell(block.get("dice"))
-            + _cell(block.get("iou"))
-            + _cell(block.get("hd95"))
-            + "</tr>"
+            f"<tr><td>{_esc(name)}</td>" + _cells(block, "n", "dice", "iou", "hd95") + "</tr>"
         )
     if len(structures) != 1 or not rows:
         rows.append(
-            "<tr><td><strong>mean</strong></td>"
-            + _cell(seg.get("n"), integer=True)
-            + _cell(seg.get("dice"))
-            + _cell(seg.get("iou"))
-            + _cell(seg.get("hd95"))
-            + "</tr>"
+            "<tr><td><strong>mean</strong></td>" + _cells(seg, "n", "dice", "iou", "hd95") + "</tr>"
         )
     return _table(["structure", "n", "Dice", "IoU", "HD95"], rows)
 
 
 def _multilabel_tables(ml: Mapping[str, Any], findings: Sequence[str]) -> list[str]:
     """Overview (images, mean AUC, macro F1) and one row per finding."""
-    overview = (
-        "<tr>"
-        + _cell(ml.get("n"), integer=True)
-        + _cell(ml.get("mean_auc"))
-        + _cell(ml.get("f1_macro"))
-        + "</tr>"
-    )
+    overview = "<tr>" + _cells(ml, "n", "mean_auc", "f1_macro") + "</tr>"
     per = _dict(ml.get("per_finding"))
     names = [f for f in findings if f in per] + [f for f in per if f not in findings]
     rows = []
@@ -264,13 +240,7 @@ def _multilabel_tables(ml: Mapping[str, Any], findings: Sequence[str]) -> list[s
         row = _dict(per.get(name))
         rows.append(
             f"<tr><td>{_esc(name)}</td>"
-            + _cell(row.get("auc"))
-            + _cell(row.get("threshold"))
-            + _cell(row.get("precision"))
-            + _cell(row.get("recall"))
-            + _cell(row.get("f1"))
-            + _cell(row.get("support"), integer=True)
-            + _cell(row.get("n"), integer=True)
+            + _cells(row, "auc", "threshold", "precision", "recall", "f1", "support", "n")
             + "</tr>"
         )
     header = ["finding", "AUC", "threshold", "precision", "recall", "F1", "positives", "scored"]
@@ -293,8 +263,7 @@ def _localization_tables(loc: Mapping[str, Any]) -> list[str]:
         "<tr>"
         + _cell(loc.get("n_boxes"), integer=True)
         + f"<td>{_esc(source)}</td>"
-        + _cell(loc.get("mean_iou"))
-        + _cell(loc.get("zone_accuracy"))
+        + _cells(loc, "mean_iou", "zone_accuracy")
         + "</tr>"
     )
     hits = _dict(loc.get("box_iou_hit"))
@@ -318,11 +287,9 @@ def _explanation_table(explanations: Mapping[str, Any]) -> str:
         block = _dict(block)
         rows.append(
             f"<tr><td>{_esc(method)}</td>"
-            + _cell(block.get("lung_share"))
-            + _cell(block.get("lung_share_random"))
-            + _cell(block.get("deletion_auc"))
-            + _cell(block.get("deletion_auc_random"))
-            + _cell(block.get("n"), integer=True)
+            + _cells(
+                block, "lung_share", "lung_share_random", "deletion_auc", "deletion_auc_random", "n"
+            )
             + "</tr>"
         )
     header = [
