@@ -13,7 +13,7 @@ from multimix.explain.quality import deletion_auc, deletion_curve, mass_inside
 class SpotDetector(nn.Module):
     """Toy classifier: class 1 when the 8x8 patch at rows/cols 4..11 holds a sharp bright spot.
 
-    It has the ``encode``/``classify`` interface of MultiMixNet, and the pixels that matter are
+    It has the ``encode``/``classify``/``class_probabilities`` interface of MultiMixNet, and the pixels that matter are
     known exactly: the small bright blob the test puts in the patch. Blurring the blob (the
     deletion fill) flattens its peak, so deleting the blob removes the class.
     """
@@ -25,6 +25,9 @@ class SpotDetector(nn.Module):
         peak = feats[-1][:, 0, 4:12, 4:12].amax(dim=(-2, -1))
         score = 20.0 * (peak - 0.5)
         return torch.stack([torch.zeros_like(score), score], dim=1)
+
+    def class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=1)
 
 
 def blob_images() -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,9 +60,18 @@ class FindingSpace:
     def findings(self) -> tuple[str, ...]:
         return self.classes
 
-    def _finding(self, raw: str, where: object) -> int | None:
+    def _key(self, raw: str) -> str:
         key = raw.strip().lower()
-        key = self.mapping.get(key, key)
+        return self.mapping.get(key, key)
+
+    def lookup(self, raw: str) -> int | None:
+        """Index of a raw finding name; None when it is not one of the task's findings (a box
+        list usually covers more findings than one task uses)."""
+        key = self._key(raw)
+        return self.classes.index(key) if key in self.classes else None
+
+    def _finding(self, raw: str, where: object) -> int | None:
+        key = self._key(raw)
         if key in NO_FINDING:
             return None
         if key not in self.classes:

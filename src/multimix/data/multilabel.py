@@ -30,13 +30,6 @@ BankBoxes = dict[int, list[tuple[int, float, float, float, float]]]  # row -> (f
 BankZones = dict[int, list[tuple[int, int]]]  # row -> (finding index, zone number 1..6)
 
 
-def finding_index(space: FindingSpace, raw: str) -> int | None:
-    """Index of a raw finding name, or None when it is not one of the task's findings."""
-    key = raw.strip().lower()
-    key = space.mapping.get(key, key)
-    return space.classes.index(key) if key in space.classes else None
-
-
 def _table_rows(
     bank: Bank, roots: dict[str, Path], filename: str, reader, rows: torch.Tensor | None
 ):
@@ -65,7 +58,7 @@ def bank_boxes(
     size = bank.images.shape[-1]
     out: BankBoxes = {}
     for row, boxes in _table_rows(bank, roots, "boxes.csv", read_boxes, rows):
-        kept = [(finding_index(space, b.finding), b) for b in boxes]
+        kept = [(space.lookup(b.finding), b) for b in boxes]
         kept = [(f, b) for f, b in kept if f is not None]
         if not kept:
             continue
@@ -82,7 +75,7 @@ def bank_zone_labels(
     are skipped), for sources that name zones instead of drawing boxes."""
     out: BankZones = {}
     for row, labels in _table_rows(bank, roots, "zones.csv", read_zone_labels, rows):
-        kept = [(finding_index(space, f), z) for f, z in labels]
+        kept = [(space.lookup(f), z) for f, z in labels]
         kept = [(f, z) for f, z in kept if f is not None]
         if kept:
             out[row] = kept

@@ -33,11 +33,9 @@ def predict(
         x = images[start : start + batch_size].to(device).float().div_(255.0)
         x = x.contiguous(memory_format=torch.channels_last)
         out = model(x)
+        probs.append(model.class_probabilities(out["logits"]).cpu())
         if multilabel:
-            probs.append(torch.sigmoid(out["logits"].float()).cpu())
             maps.append(out["activation_maps"].float().cpu())
-        else:
-            probs.append(torch.softmax(out["logits"].float(), dim=1).cpu())
         masks.append(torch.sigmoid(out["mask_logits"].float()).half().cpu())
         if keep_saliency and "saliency" in out:
             sal.append(out["saliency"].half().cpu())

@@ -15,7 +15,7 @@ from multimix.data.zones import box_zones, lung_zones
 from multimix.engine.inference import Predictions, predict
 from multimix.metrics.localization import box_iou, hit_rates, map_boxes
 from multimix.metrics.multilabel import DEFAULT_THRESHOLD, choose_thresholds, multilabel_metrics
-from multimix.models.heads import zone_logits
+from multimix.models.heads import zones_held
 from multimix.models.net import MultiMixNet
 
 THRESHOLDS_FILE = "thresholds.json"
@@ -89,7 +89,7 @@ def _zones(bank: Bank, preds: Predictions, row: int, lung: int | None) -> torch.
 
 def _predicted_zones(model, fmap, found, zones, size, min_share) -> torch.Tensor:
     if model.localizer is not None:
-        return torch.sigmoid(zone_logits(fmap[None, None], zones[None]))[0, 0] > 0.5
+        return zones_held(fmap[None, None], zones[None])[0, 0]
     mask = torch.zeros((1, 1, size, size), dtype=torch.bool)
     if found:
         x0, y0, x1, y1 = (int(v) for v in found[0])

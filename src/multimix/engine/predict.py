@@ -244,14 +244,13 @@ def _predict_batch(
     result = model(x)
     mask_probs = torch.sigmoid(result["mask_logits"].float()).cpu()
     zones = None
+    probs = model.class_probabilities(result["logits"]).cpu()
     if multilabel is None:
-        probs = torch.softmax(result["logits"].float(), dim=1).cpu()
         maps = {m: explain_map(model, x, m).cpu() for m in methods}
         pairs: list[tuple[int, int | None]] = [(i, None) for i in range(len(batch))]
     else:
         from multimix.engine.predict_multilabel import explain_pairs
 
-        probs = torch.sigmoid(result["logits"].float()).cpu()
         present = multilabel.present(probs)
         if multilabel.zones:
             fmaps = result["activation_maps"].float().cpu()

@@ -75,12 +75,12 @@ class MultiLabelOutput:
     ) -> list[str]:
         """``effusion:left_lower;nodule:right_upper+right_middle`` per image (findings present
         only), from the localization head's zone scores on the predicted lung mask."""
-        from multimix.models.heads import zone_logits
+        from multimix.models.heads import zones_held
 
         out = []
         for i in range(len(maps)):
             zones = lung_zones(mask_probs[i, self.lung] >= 0.5)
-            held = torch.sigmoid(zone_logits(maps[i : i + 1].float(), zones[None]))[0] > 0.5
+            held = zones_held(maps[i : i + 1].float(), zones[None])[0]
             parts = []
             for f in torch.nonzero(present[i]).flatten().tolist():
                 names = [ZONES[z] for z in torch.nonzero(held[f]).flatten().tolist()]

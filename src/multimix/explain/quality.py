@@ -92,10 +92,7 @@ def deletion_curve(
             chosen = torch.as_tensor(target, dtype=torch.long, device=x.device).expand(batch)
         for k, fraction in enumerate(fractions):
             deleted = (rank < round(fraction * pixels)).view(batch, 1, *x.shape[-2:])
-            logits = class_logits(model, torch.where(deleted, filler, x))
-            # Findings of a multi-label run are independent: each has its own sigmoid.
-            multilabel = getattr(getattr(model, "cfg", None), "task", "") == "multilabel"
-            probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+            probs = model.class_probabilities(class_logits(model, torch.where(deleted, filler, x)))
             scores[:, k] = probs.gather(1, chosen[:, None])[:, 0].double().cpu().numpy()
     return fractions, scores
 

@@ -39,6 +39,11 @@ def zone_logits(maps: torch.Tensor, zones: torch.Tensor) -> torch.Tensor:
     return total / weights.sum(dim=(-2, -1)).clamp_min(1e-6)[:, None, :]
 
 
+def zones_held(maps: torch.Tensor, zones: torch.Tensor) -> torch.Tensor:
+    """(B, F, h, w) maps, (B, S, S) zone maps -> (B, F, 6) bool: the zones a finding is in."""
+    return torch.sigmoid(zone_logits(maps, zones)) > 0.5
+
+
 def classifier_cam(classifier: nn.Sequential, feats: list[torch.Tensor]) -> torch.Tensor:
     """Class activation maps (Zhou et al. 2016) of a global-pool + linear head: (B, F, h, w).
 

@@ -107,6 +107,13 @@ class MultiMixNet(nn.Module):
     def classify(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.classifier(feats[-1])
 
+    def class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax over classes, or one sigmoid per finding for a multi-label network."""
+        logits = logits.float()
+        if self.cfg.task == "multilabel":
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=1)
+
     def segment(
         self,
         feats: list[torch.Tensor],
