@@ -67,7 +67,6 @@ def one_run(
     """Train and score one configuration; ``options`` are further MultiLabelOptions fields."""
     from multimix.config import TrainConfig
     from multimix.engine.evaluate import evaluate_run
-    from multimix.engine.multilabel_eval import choose_run_thresholds
     from multimix.engine.trainer import resume, train
     from multimix.methods.multilabel import MultiLabelOptions
 
@@ -89,7 +88,6 @@ def one_run(
     else:
         train(cfg)
     wall = time.perf_counter() - start
-    choose_run_thresholds(run)
     metrics, _ = evaluate_run(run, [str(test)])
     block = metrics["sources"][test.name]
     out = {

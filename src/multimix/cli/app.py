@@ -189,13 +189,8 @@ def train(
             ),
         )  # fmt: skip
         run = train_run(cfg)
-    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, process 0 finishes the run
-        return
-    if TrainConfig.load(run).task == "multilabel":  # per-finding thresholds, on validation
-        from multimix.engine.multilabel_eval import choose_run_thresholds
-
-        choose_run_thresholds(run)
-    typer.echo(f"run saved in {run}")
+    if int(os.environ.get("RANK", 0)) == 0:  # once under torchrun
+        typer.echo(f"run saved in {run}")
 
 
 @app.command()

@@ -116,20 +116,34 @@ def choose_run_thresholds(run: Path, device: torch.device | str = "cpu") -> dict
         if "class" in info["roles"] and info["val"]:
             by_name = load_source(info["root"]).by_name()
             records += [by_name[n] for n in info["val"] if n in by_name]
-    thresholds = {f: DEFAULT_THRESHOLD for f in space.classes}
-    n = 0
-    if records:
-        bank = load_bank(records, cfg.image_size, (), space, "choosing thresholds")
-        preds = predict(model, bank.images, torch.device(device))
-        labeled = bank.labels >= 0
-        n = int(labeled.sum())
-        if n:
-            codes = unpack(bank.labels[labeled], len(space.classes)).numpy()
-            thresholds = choose_thresholds(preds.probs[labeled].numpy(), codes, space.classes)
+    bank = load_bank(records, cfg.image_size, (), space, "choosing thresholds") if records else None
+    rows = torch.arange(len(bank)) if bank is not None else torch.zeros(0, dtype=torch.long)
+    return write_thresholds(run, model, bank, rows, space.classes, torch.device(device))
+
+
+def write_thresholds(
+    run: Path,
+    model: MultiMixNet,
+    bank: Bank | None,
+    rows: torch.Tensor,
+    findings: tuple[str, ...],
+    device: torch.device,
+) -> dict[str, float]:
+    """F1-best thresholds of ``model`` on the labeled ``rows`` of ``bank`` (validation images),
+    written to ``RUN/thresholds.json``; 0.5 where a finding has no validation positives."""
     from multimix.atomic import atomic_write_text
 
+    thresholds = {f: DEFAULT_THRESHOLD for f in findings}
+    n = 0
+    if bank is not None and len(rows):
+        rows = rows[bank.labels[rows] >= 0]
+        n = len(rows)
+        if n:
+            preds = predict(model, bank.images[rows], device)
+            codes = unpack(bank.labels[rows], len(findings)).numpy()
+            thresholds = choose_thresholds(preds.probs.numpy(), codes, findings)
     body = {"checkpoint": "best", "chosen_on": "val", "n_images": n, "thresholds": thresholds}
-    atomic_write_text(run / THRESHOLDS_FILE, json.dumps(body, indent=2))
+    atomic_write_text(Path(run) / THRESHOLDS_FILE, json.dumps(body, indent=2))
     return thresholds
 
 

@@ -323,7 +323,20 @@ class Trainer:
             self.tb.close()
         if main and not (self.ckpt_dir / "best.safetensors").exists():
             shutil.copy(self.ckpt_dir / "last.safetensors", self.ckpt_dir / "best.safetensors")
+        if main and self.cfg.task == tasks.MULTILABEL:
+            self._choose_thresholds()
         return self.run
+
+    def _choose_thresholds(self) -> None:
+        """Per-finding thresholds of the best checkpoint on the validation images in memory."""
+        from multimix.engine.multilabel_eval import write_thresholds
+
+        best = ckpt.load_weights(self.ckpt_dir / "best.safetensors", self.device)
+        roles = {name: info["roles"] for name, info in self.data.split["sources"].items()}
+        parts = [rows for s, rows in self.data.val.items() if "class" in roles[s]]
+        rows = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+        classes = tuple(self.cfg.classes)
+        write_thresholds(self.run, best, self.data.bank, rows, classes, self.device)
 
     def _sync_elapsed(self, start: float) -> None:
         """Every rank must agree on the time spent, or one would stop while others wait."""
