@@ -52,6 +52,7 @@ def test_bench_command_writes_consistent_figures(tmp_path):
     for key in FIGURES:
         assert math.isfinite(r[key]) and r[key] > 0, key
     peak = r["peak_gflops"]
+    assert peak == max(r["peak_gflops_by_library"].values())
     assert r["train_share_of_peak"] == pytest.approx(
         r["train_images_per_s"] * r["gflops_per_image"] / peak
     )
@@ -162,3 +163,11 @@ def test_time_calls_runs_warmup_then_steps_or_seconds(monkeypatch):
     timing = measure.time_calls(work, lambda: None, warmup=0, steps=None, seconds=3.5)
     assert len(timing.wall) == 4  # until 3.5 s had passed
     assert timing.summary()["median_s"] == 1.0
+
+
+def test_matmul_peak_is_measured_with_each_library_torch_uses_here():
+    peaks = measure.matmul_peaks(torch.device("cpu"), 64, 2)
+    assert "blas (torch.mm)" in peaks
+    if torch.backends.mkldnn.is_available():  # the convolutions' library: its matmul counts
+        assert "onednn (mkldnn_linear)" in peaks
+    assert all(math.isfinite(v) and v > 0 for v in peaks.values())

@@ -13,9 +13,10 @@ from multimix.explain.quality import deletion_auc, deletion_curve, mass_inside
 class SpotDetector(nn.Module):
     """Toy classifier: class 1 when the 8x8 patch at rows/cols 4..11 holds a sharp bright spot.
 
-    It has the ``encode``/``classify``/``class_probabilities`` interface of MultiMixNet, and the pixels that matter are
-    known exactly: the small bright blob the test puts in the patch. Blurring the blob (the
-    deletion fill) flattens its peak, so deleting the blob removes the class.
+    It has the ``encode``/``classify``/``class_probabilities`` interface of MultiMixNet, and the
+    pixels that matter are known exactly: the small bright blob the test puts in the patch.
+    Blurring the blob (the deletion fill) flattens its peak, so deleting the blob removes the
+    class.
     """
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multimix.models.net import ModelConfig, MultiMixNet, input_saliency
+from multimix.models.net import ModelConfig, MultiMixNet
+from multimix.models.saliency import input_saliency
 
 
 @pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from multimix.models.fusion import folded_for_inference
 from multimix.models.net import MultiMixNet
 
 
@@ -25,14 +26,19 @@ def predict(
     batch_size: int = 32,
     keep_saliency: bool = False,
 ) -> Predictions:
-    """Run the model in eval mode over uint8 (N, 1, S, S) images in batches."""
+    """Run the model in eval mode over uint8 (N, 1, S, S) images in batches.
+
+    It runs a copy with batch norm folded into the convolutions (``models.fusion``): the same
+    outputs, faster; ``model`` itself is only switched to eval mode.
+    """
     model.eval()
+    net = folded_for_inference(model)
     probs, masks, sal, maps = [], [], [], []
     multilabel = model.cfg.task == "multilabel"
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255.0)
         x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x)
+        out = net(x)
         probs.append(model.class_probabilities(out["logits"]).cpu())
         if multilabel:
             maps.append(out["activation_maps"].float().cpu())

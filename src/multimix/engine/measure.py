@@ -78,15 +78,32 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peak_gflops(device: torch.device, size: int, repeats: int) -> float:
-    """Best GFLOP/s of a large square matmul: float32 on CPU, bfloat16 on GPU."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+def matmul_peaks(device: torch.device, size: int, repeats: int) -> dict[str, float]:
+    """Best GFLOP/s of a large square matmul per library torch can run it with here.
+
+    On GPU: bfloat16 ``torch.mm``. On CPU, float32 through the BLAS (MKL) and through oneDNN,
+    the library the network's convolutions run on: MKL takes its AVX2 code on AMD CPUs, so on an
+    AVX-512 AMD machine oneDNN's matmul is more than twice as fast, and a BLAS-only "peak" would
+    put the convolutions above 100% of it. The peak used for shares is the largest of these.
+    """
     g = torch.Generator().manual_seed(0)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a = torch.randn(size, size, generator=g).to(device, dtype)
     b = torch.randn(size, size, generator=g).to(device, dtype)
     out = torch.empty(size, size, device=device, dtype=dtype)
-    timing = time_calls(lambda: torch.mm(a, b, out=out), synchronizer(device), 2, repeats, None)
-    return 2 * size**3 / min(timing.wall) / 1e9
+    sync = synchronizer(device)
+
+    def best(fn: Callable[[], object]) -> float:
+        return 2 * size**3 / min(time_calls(fn, sync, 2, repeats, None).wall) / 1e9
+
+    if device.type == "cuda":
+        return {"torch.mm (bf16)": best(lambda: torch.mm(a, b, out=out))}
+    peaks = {"blas (torch.mm)": best(lambda: torch.mm(a, b, out=out))}
+    linear = getattr(torch._C._nn, "mkldnn_linear", None)
+    if torch.backends.mkldnn.is_available() and linear is not None:
+        am, bm = a.to_mkldnn(), b.to_mkldnn()
+        peaks["onednn (mkldnn_linear)"] = best(lambda: linear(am, bm))
+    return peaks
 
 
 def profile_operators(

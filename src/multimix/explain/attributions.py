@@ -23,7 +23,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
 from multimix.errors import ConfigError
-from multimix.models.net import input_saliency
+from multimix.models.saliency import input_saliency
 
 __all__ = [
     "BASELINES",

@@ -9,7 +9,8 @@
 
 Every stream a method uses goes through the shared encoder in one concatenated pass (so batch
 norm sees them together, as in FixMatch); the saliency for the bridge is the input gradient of
-that same pass; the decoder runs only on the images whose masks are used.
+that same pass (walked back by hand over the mask images only, when the encoder allows it); the
+decoder runs only on the images whose masks are used.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from multimix.methods.base import (
     register,
 )
 from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
-from multimix.models.net import MultiMixNet, input_saliency
+from multimix.models.encoder import EncoderTrace
+from multimix.models.net import MultiMixNet, leading_rows
+from multimix.models.saliency import input_saliency, traced_saliency
 
 
 @dataclass
@@ -69,18 +72,24 @@ class JointObjective(Method):
         sizes = {k: (0 if v is None else v.shape[0]) for k, v in parts.items()}
         x = torch.cat([v for v in parts.values() if v is not None])
         n_dec = sizes["seg"] + sizes["segu"]  # rows the decoder runs on, first in the batch
+        trace = None
         if self.bridge:
             x.requires_grad_(True)
-        feats = model.encode(x)
+            trace = EncoderTrace() if model.traceable else None
+        feats = model.encode(x, trace)
         needs_logits = self.classify or self.pseudo or self.bridge
         logits = model.classify(feats) if needs_logits else None
         logs: dict[str, float] = {}
         total = x.new_zeros(())
 
         if self.segment:
-            sal = input_saliency(logits, x, rows=n_dec) if self.bridge else None
+            sal = None
+            if trace is not None:
+                sal = traced_saliency(logits, x, feats, trace, rows=n_dec)
+            elif self.bridge:
+                sal = input_saliency(logits, x, rows=n_dec)
             image = x[:n_dec].detach() if self.bridge else None
-            mask_logits = model.segment([f[:n_dec] for f in feats], image, sal)
+            mask_logits = model.segment([leading_rows(f, n_dec) for f in feats], image, sal)
             n_seg = sizes["seg"]
             seg = dice_bce(mask_logits[:n_seg], batch.seg_y, batch.seg_known)
             total = total + w.seg * seg

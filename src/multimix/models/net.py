@@ -10,7 +10,8 @@ from torch import nn
 
 from multimix.models.blocks import norm_layer
 from multimix.models.decoder import Decoder
-from multimix.models.encoder import Encoder
+from multimix.models.encoder import Encoder, EncoderTrace
+from multimix.models.saliency import input_saliency
 
 BRIDGE_CHANNELS = 16
 
@@ -101,8 +102,17 @@ class MultiMixNet(nn.Module):
         std = x.std(dim=(-2, -1), keepdim=True)
         return (x - mean) / (std + 1e-3)
 
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.encoder(self.normalize(x))
+    @property
+    def traceable(self) -> bool:
+        """Whether ``encode`` can trace its pass for ``models.saliency.traced_saliency``."""
+        return self.encoder.traceable
+
+    def encode(self, x: torch.Tensor, trace: EncoderTrace | None = None) -> list[torch.Tensor]:
+        """Feature maps per level; with ``trace``, also what a saliency walk-back needs."""
+        x = self.normalize(x)
+        if trace is not None:
+            trace.normalized = x
+        return self.encoder(x, trace)
 
     def classify(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.classifier(feats[-1])
@@ -148,17 +158,32 @@ class MultiMixNet(nn.Module):
         return out
 
 
-def input_saliency(logits: torch.Tensor, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
-    """|d(top class score)/d input| for the first ``rows`` images, each scaled to max 1.
+class _LeadingRows(torch.autograd.Function):
+    """``t[:n]`` whose backward pads with zeros in ``t``'s memory format.
 
-    Computed from the forward pass already done (no second encoder pass), and only w.r.t. the
-    input, so no weight gradients are formed. Summing per-image top scores gives each image's own
-    gradient exactly when the network normalises per image (or in eval mode); with batch norm in
-    training mode the other images' contribution through the batch statistics is O(1/batch).
+    Plain slicing pads its gradient with a contiguous (NCHW) zero tensor; added to the
+    channels-last gradients of the rest of the network, it pushes every later batch-norm and
+    ReLU backward of that feature map onto a strided path several times slower.
     """
-    rows = logits.shape[0] if rows is None else rows
-    score = logits[:rows].max(dim=1).values.sum()
-    (grad,) = torch.autograd.grad(score, x, retain_graph=True)
-    sal = grad[:rows].abs().amax(dim=1, keepdim=True)
-    peak = sal.flatten(1).amax(dim=1).clamp_min(1e-12)
-    return (sal / peak[:, None, None, None]).detach()
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, n: int) -> torch.Tensor:
+        ctx.shape = t.shape
+        ctx.channels_last = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+        return t[:n]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        full = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=fmt)
+        n = grad.shape[0]
+        full[:n].copy_(grad)
+        full[n:].zero_()
+        return full, None
+
+
+def leading_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` images of a batch, keeping the gradient in the batch's memory format."""
+    if n == t.shape[0]:
+        return t
+    return _LeadingRows.apply(t, n)

@@ -1,0 +1,86 @@
+"""The saliency the bridge feeds the decoder: |d(top class score) / d image|.
+
+Two ways to the same map. ``input_saliency`` asks autograd, which walks back through the whole
+batch the scores came from. ``traced_saliency`` walks back by hand through a traced encoder pass,
+only over the rows the decoder needs: in a training step those are the mask images, less than
+half of the batch, and the walk is the one part of the step that costs as much as a forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from multimix.models.encoder import EncoderTrace
+
+
+def input_saliency(logits: torch.Tensor, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """|d(top class score)/d input| for the first ``rows`` images, each scaled to max 1.
+
+    Computed from the forward pass already done (no second encoder pass), and only w.r.t. the
+    input, so no weight gradients are formed. Summing per-image top scores gives each image's own
+    gradient exactly when the network normalises per image (or in eval mode); with batch norm in
+    training mode the other images' contribution through the batch statistics is O(1/batch).
+    """
+    rows = logits.shape[0] if rows is None else rows
+    score = logits[:rows].max(dim=1).values.sum()
+    (grad,) = torch.autograd.grad(score, x, retain_graph=True)
+    return _scaled_magnitude(grad[:rows])
+
+
+def traced_saliency(
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    feats: list[torch.Tensor],
+    trace: EncoderTrace,
+    rows: int,
+) -> torch.Tensor:
+    """The first ``rows`` images' saliency from a traced encoder pass (``encode(x, trace)``).
+
+    Each image's own gradient with the batch statistics held fixed (what eval mode does with the
+    running ones), so the other images never enter: autograd only goes from the scores to the
+    last feature map (pooling, dropout, linear) and from the normalised image to ``x``.
+    """
+    if trace.normalized is None or not trace.layers:
+        raise ValueError("traced_saliency needs the trace of the pass that made these logits")
+    score = logits[:rows].max(dim=1).values.sum()
+    (grad,) = torch.autograd.grad(score, feats[-1], retain_graph=True)
+    with torch.no_grad():
+        g = grad[:rows].float()
+        for layer in reversed(trace.layers):
+            g = g * (layer.out[:rows] > 0)
+            if layer.scale is not None:
+                g = g * layer.scale.view(1, -1, 1, 1)
+            g = _conv_input_grad(layer.conv, layer.in_shape, g)
+        full = torch.zeros_like(trace.normalized)
+        full[:rows] = g.to(full.dtype)
+    (grad,) = torch.autograd.grad(trace.normalized, x, full, retain_graph=True)
+    return _scaled_magnitude(grad[:rows])
+
+
+def _conv_input_grad(conv: torch.nn.Conv2d, in_shape: torch.Size, g: torch.Tensor) -> torch.Tensor:
+    """d conv / d input applied to ``g``: the kernel autograd runs, without weight gradients."""
+    channels_last = g.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    shape = (g.shape[0], *in_shape[1:])  # read for its shape and layout only
+    like = torch.empty(shape, dtype=g.dtype, device=g.device, memory_format=fmt)
+    weight = conv.weight.to(g.dtype)
+    return torch.ops.aten.convolution_backward(
+        g,
+        like,
+        weight,
+        None,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        False,
+        [0, 0],
+        conv.groups,
+        (True, False, False),
+    )[0]
+
+
+def _scaled_magnitude(grad: torch.Tensor) -> torch.Tensor:
+    """|grad|, max over channels, each image scaled to max 1 (a map, not a gradient)."""
+    sal = grad.abs().amax(dim=1, keepdim=True)
+    peak = sal.flatten(1).amax(dim=1).clamp_min(1e-12)
+    return (sal / peak[:, None, None, None]).detach()
