@@ -47,9 +47,9 @@ def traced_saliency(
     with torch.no_grad():
         g = grad[:rows].float()
         for layer in reversed(trace.layers):
-            g = g * (layer.out[:rows] > 0)
+            g = torch.ops.aten.threshold_backward(g, layer.out[:rows].to(g.dtype), 0)  # ReLU
             if layer.scale is not None:
-                g = g * layer.scale.view(1, -1, 1, 1)
+                g.mul_(layer.scale.view(1, -1, 1, 1))
             g = _conv_input_grad(layer.conv, layer.in_shape, g)
         full = torch.zeros_like(trace.normalized)
         full[:rows] = g.to(full.dtype)
