@@ -13,6 +13,7 @@ gradient's size) or whose ranks drew the wrong images would fail.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from multimix.data.augment import AugmentConfig
 from multimix.engine.checkpoint import load_weights
 
 
-def _config(tmp_path: Path, phantom_dirs, batch_size: int) -> Path:
+def _config(tmp_path: Path, phantom_dirs, batch_size: int, norm: str = "group") -> Path:
     cfg = TrainConfig(
         out="set-by---out",
         class_data=[str(phantom_dirs["cls"])],
@@ -35,7 +36,7 @@ def _config(tmp_path: Path, phantom_dirs, batch_size: int) -> Path:
         labeled_seg=8,
         image_size=32,
         widths=[8, 16, 16, 32, 32],
-        norm="group",
+        norm=norm,
         dropout=0.0,
         augment=AugmentConfig(flip=False, max_shift=0.0, n_ops=0, cutout=0.0),
         batch_size=batch_size,
@@ -43,7 +44,7 @@ def _config(tmp_path: Path, phantom_dirs, batch_size: int) -> Path:
         val_every=2,
         seed=0,
     )
-    path = tmp_path / f"config-b{batch_size}.json"
+    path = tmp_path / f"config-b{batch_size}-{norm}.json"
     path.write_text(cfg.to_json())
     return path
 
@@ -82,3 +83,17 @@ def test_two_processes_match_one_process_on_the_combined_batch(tmp_path, phantom
     # The checkpoint remembers both ranks' generators, so the run resumes on 2 processes.
     state = torch.load(two / "checkpoints" / "last.state.pt", weights_only=True)
     assert state["world_size"] == 2 and len(state["other_ranks"]) == 1
+
+
+@pytest.mark.slow
+def test_default_batch_norm_network_trains_under_torchrun(tmp_path, phantom_dirs):
+    """Batch norm couples the images of a rank, so no equality here: the traced saliency and
+    DDP's gradient hooks work together, and rank 0 logs every step and checkpoints."""
+    run = tmp_path / "bn"
+    _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          "-m", "multimix", "train", "--config", str(_config(tmp_path, phantom_dirs, 4, "batch")),
+          "--out", str(run)], tmp_path)  # fmt: skip
+    losses = _losses(run)
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    weights = load_weights(run / "checkpoints" / "last.safetensors").state_dict()
+    assert any("running_var" in key for key in weights)
