@@ -80,22 +80,19 @@ def _norm_with_scale(norm: nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, to
     if isinstance(norm, nn.Identity):
         return y, None
     assert isinstance(norm, nn.BatchNorm2d)
-    if norm.training and norm.track_running_stats:
-        norm.num_batches_tracked.add_(1)
-        momentum = norm.momentum
-        if momentum is None:  # cumulative average, as nn.BatchNorm2d does
-            momentum = 1.0 / float(norm.num_batches_tracked)
+    if norm.training or norm.running_var is None:  # batch statistics, as nn.BatchNorm2d
+        momentum = 0.0
+        if norm.training and norm.track_running_stats:
+            norm.num_batches_tracked.add_(1)
+            momentum = norm.momentum
+            if momentum is None:  # cumulative average
+                momentum = 1.0 / float(norm.num_batches_tracked)
         out, _, invstd = torch.native_batch_norm(
-            y,
-            norm.weight,
-            norm.bias,
-            norm.running_mean,
-            norm.running_var,
-            True,
-            momentum,
+            y, norm.weight, norm.bias, norm.running_mean, norm.running_var, True, momentum,
             norm.eps,
-        )
+        )  # fmt: skip
     else:
         out = norm(y)
         invstd = torch.rsqrt(norm.running_var + norm.eps)
-    return out, (norm.weight * invstd).detach().float()
+    slope = invstd if norm.weight is None else norm.weight * invstd
+    return out, slope.detach().float()
