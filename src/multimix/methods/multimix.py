@@ -84,10 +84,12 @@ class JointObjective(Method):
 
         if self.segment:
             sal = None
-            if trace is not None:
-                sal = traced_saliency(logits, x, feats, trace, rows=n_dec)
-            elif self.bridge:
-                sal = input_saliency(logits, x, rows=n_dec)
+            if self.bridge:
+                sal = (
+                    traced_saliency(logits, x, feats, trace, rows=n_dec)
+                    if trace is not None
+                    else input_saliency(logits, x, rows=n_dec)
+                )
             image = x[:n_dec].detach() if self.bridge else None
             mask_logits = model.segment([leading_rows(f, n_dec) for f in feats], image, sal)
             n_seg = sizes["seg"]

@@ -44,7 +44,11 @@ class Encoder(nn.Module):
         )
         # Batch norm with its statistics held is a per-channel scale: a traced pass can be
         # walked back by hand. Instance and group norm are not, so they are never traced.
-        self.traceable = norm in ("batch", "none")
+        self.traceable = all(
+            isinstance(m, (nn.BatchNorm2d, nn.Identity))
+            for level in self.levels
+            for m in list(level)[1::3]
+        )
 
     def forward(self, x: torch.Tensor, trace: EncoderTrace | None = None) -> list[torch.Tensor]:
         if trace is not None:

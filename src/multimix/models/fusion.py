@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -18,12 +17,7 @@ def folded_for_inference(model: MultiMixNet) -> MultiMixNet:
     bias of the conv before it: the same outputs, with one pass over every feature map less in
     the forward and in the saliency's backward. The model passed in is left as it was.
     """
-    folded = copy.deepcopy(model).eval()
-    channels_last = any(
-        m.weight.is_contiguous(memory_format=torch.channels_last) and m.weight.shape[1] > 1
-        for m in folded.modules()
-        if isinstance(m, nn.Conv2d)
-    )
+    folded = copy.deepcopy(model).eval()  # fused weights keep the copied ones' memory format
     for seq in folded.modules():
         if not isinstance(seq, nn.Sequential):
             continue
@@ -32,6 +26,4 @@ def folded_for_inference(model: MultiMixNet) -> MultiMixNet:
             if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
                 seq[i] = fuse_conv_bn_eval(conv, norm)
                 seq[i + 1] = nn.Identity()
-    if channels_last:
-        folded = folded.to(memory_format=torch.channels_last)
     return folded
