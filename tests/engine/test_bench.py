@@ -53,6 +53,7 @@ def test_bench_command_writes_consistent_figures(tmp_path):
         assert math.isfinite(r[key]) and r[key] > 0, key
     peak = r["peak_gflops"]
     assert peak == max(r["peak_gflops_by_library"].values())
+    assert peak == max(r["peak_gflops_before_after"])
     assert r["train_share_of_peak"] == pytest.approx(
         r["train_images_per_s"] * r["gflops_per_image"] / peak
     )

@@ -211,9 +211,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
         return time_calls(fn, synchronizer(device), cfg.warmup, cfg.steps, cfg.seconds)
 
     size = cfg.matmul_size or (8192 if device.type == "cuda" else 2048)
-    log(f"matmul peak: {size}x{size}, best of {cfg.matmul_repeats}")
-    peaks = matmul_peaks(device, size, cfg.matmul_repeats)
-    peak = max(peaks.values())
+    log(f"matmul peak: {size}x{size}, best of {cfg.matmul_repeats}, before and after the timings")
+    peaks_before = matmul_peaks(device, size, cfg.matmul_repeats)
 
     batch = synthetic_batch(cfg).to(device)
     n_train = images_per_step(batch)
@@ -239,12 +238,19 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
     log(f"inference: {cfg.infer_batch_size} images per batch")
     measured["infer"] = timed(infer), infer_gflops
 
+    # The peak drifts by several percent within a minute on shared machines: the share is taken
+    # of the best seen at either end, never of a dip.
+    peaks_after = matmul_peaks(device, size, cfg.matmul_repeats)
+    peaks = {lib: max(peaks_before[lib], peaks_after[lib]) for lib in peaks_before}
+    peak = max(peaks.values())
+
     sizes = {"train": n_train, "straightforward": n_train, "infer": cfg.infer_batch_size}
     rate = {name: sizes[name] / timing.median for name, (timing, _) in measured.items()}
     work = {name: gflops for name, (_, gflops) in measured.items()}
     result = {
         "peak_gflops": peak,
         "peak_gflops_by_library": peaks,
+        "peak_gflops_before_after": [max(peaks_before.values()), max(peaks_after.values())],
         "train_images_per_s": rate["train"],
         "train_share_of_peak": rate["train"] * work["train"] / peak,
         "gflops_per_image": work["train"],

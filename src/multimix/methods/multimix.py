@@ -74,8 +74,10 @@ class JointObjective(Method):
         n_dec = sizes["seg"] + sizes["segu"]  # rows the decoder runs on, first in the batch
         trace = None
         if self.bridge:
-            x.requires_grad_(True)
-            trace = EncoderTrace() if model.traceable else None
+            if model.traceable:
+                trace = EncoderTrace()
+            else:
+                x.requires_grad_(True)  # the saliency comes from autograd
         feats = model.encode(x, trace)
         needs_logits = self.classify or self.pseudo or self.bridge
         logits = model.classify(feats) if needs_logits else None
@@ -86,7 +88,7 @@ class JointObjective(Method):
             sal = None
             if self.bridge:
                 sal = (
-                    traced_saliency(logits, x, feats, trace, rows=n_dec)
+                    traced_saliency(logits, feats, trace, rows=n_dec)
                     if trace is not None
                     else input_saliency(logits, x, rows=n_dec)
                 )

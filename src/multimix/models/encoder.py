@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,9 +23,10 @@ class TracedLayer:
 
 @dataclass
 class EncoderTrace:
-    """What a traced forward keeps: the normalised input and every layer, in order."""
+    """What a traced forward keeps: the raw input, how it was normalised, every layer in order."""
 
-    normalized: torch.Tensor | None = None
+    image: torch.Tensor | None = None
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None
     layers: list[TracedLayer] = field(default_factory=list)
 
 

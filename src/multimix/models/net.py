@@ -98,8 +98,7 @@ class MultiMixNet(nn.Module):
         journal figures); removing per-image brightness and contrast makes multi-source and
         cross-domain use less brittle. Kept in the model so callers pass raw [0, 1] images.
         """
-        mean = x.mean(dim=(-2, -1), keepdim=True)
-        std = x.std(dim=(-2, -1), keepdim=True)
+        std, mean = torch.std_mean(x, dim=(-2, -1), keepdim=True)  # one pass, not two
         return (x - mean) / (std + 1e-3)
 
     @property
@@ -109,10 +108,9 @@ class MultiMixNet(nn.Module):
 
     def encode(self, x: torch.Tensor, trace: EncoderTrace | None = None) -> list[torch.Tensor]:
         """Feature maps per level; with ``trace``, also what a saliency walk-back needs."""
-        x = self.normalize(x)
         if trace is not None:
-            trace.normalized = x
-        return self.encoder(x, trace)
+            trace.image, trace.normalize = x.detach(), self.normalize
+        return self.encoder(self.normalize(x), trace)
 
     def classify(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.classifier(feats[-1])

@@ -28,19 +28,17 @@ def input_saliency(logits: torch.Tensor, x: torch.Tensor, rows: int | None = Non
 
 
 def traced_saliency(
-    logits: torch.Tensor,
-    x: torch.Tensor,
-    feats: list[torch.Tensor],
-    trace: EncoderTrace,
-    rows: int,
+    logits: torch.Tensor, feats: list[torch.Tensor], trace: EncoderTrace, rows: int
 ) -> torch.Tensor:
     """The first ``rows`` images' saliency from a traced encoder pass (``encode(x, trace)``).
 
     Each image's own gradient with the batch statistics held fixed (what eval mode does with the
     running ones), so the other images never enter: autograd only goes from the scores to the
-    last feature map (pooling, dropout, linear) and from the normalised image to ``x``.
+    last feature map (pooling, dropout, linear), and through the per-image normalisation of these
+    rows, redone on them alone. The input itself needs no gradient, so the training backward
+    never forms one for the first convolution.
     """
-    if trace.normalized is None or not trace.layers:
+    if trace.image is None or trace.normalize is None or not trace.layers:
         raise ValueError("traced_saliency needs the trace of the pass that made these logits")
     score = logits[:rows].max(dim=1).values.sum()
     (grad,) = torch.autograd.grad(score, feats[-1], retain_graph=True)
@@ -51,10 +49,11 @@ def traced_saliency(
             if layer.scale is not None:
                 g.mul_(layer.scale.view(1, -1, 1, 1))
             g = _conv_input_grad(layer.conv, layer.in_shape, g)
-        full = torch.zeros_like(trace.normalized)
-        full[:rows] = g.to(full.dtype)
-    (grad,) = torch.autograd.grad(trace.normalized, x, full, retain_graph=True)
-    return _scaled_magnitude(grad[:rows])
+    image = trace.image[:rows].detach().requires_grad_(True)
+    with torch.enable_grad():
+        normalized = trace.normalize(image)
+    (grad,) = torch.autograd.grad(normalized, image, g.to(normalized.dtype))
+    return _scaled_magnitude(grad)
 
 
 def _conv_input_grad(conv: torch.nn.Conv2d, in_shape: torch.Size, g: torch.Tensor) -> torch.Tensor:
