@@ -166,6 +166,25 @@ def test_time_calls_runs_warmup_then_steps_or_seconds(monkeypatch):
     assert timing.summary()["median_s"] == 1.0
 
 
+def test_time_rounds_alternates_the_calls(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(measure.time, "perf_counter", lambda: clock[0])
+    order = []
+
+    def work(name: str, cost: float):
+        def call():
+            order.append(name)
+            clock[0] += cost
+
+        return call
+
+    timings = measure.time_rounds(
+        {"a": work("a", 1.0), "b": work("b", 2.0)}, lambda: None, warmup=1, steps=2, seconds=None
+    )
+    assert order == ["a", "b"] * 3  # one warm-up round, then two timed ones
+    assert timings["a"].wall == [1.0, 1.0] and timings["b"].wall == [2.0, 2.0]
+
+
 def test_matmul_peak_is_measured_with_each_library_torch_uses_here():
     peaks = measure.matmul_peaks(torch.device("cpu"), 64, 2)
     assert "blas (torch.mm)" in peaks

@@ -4,8 +4,9 @@ One run measures a matmul peak, the throughput of a full MultiMix training step 
 streams, with the trainer's model, method, optimizer and memory format) and of inference
 (classify + segment + bridge, as ``predict`` runs it), the FLOPs each performs (counted by
 torch, not estimated), the achieved share of the peak, and the same step done the
-straightforward way, for comparison. Inputs are synthetic: the cost of a step does not depend on
-pixel values, and no data folder is needed.
+straightforward way, for comparison. The three are timed in rounds, one call of each per round,
+so a shared machine's drift touches them alike. Inputs are synthetic: the cost of a step does
+not depend on pixel values, and no data folder is needed.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import torch.nn.functional as F
 from multimix.atomic import atomic_write_text
 from multimix.engine import runtime
 from multimix.engine.measure import (
-    Timing,
     count_flops,
     environment,
     matmul_peaks,
     profile_operators,
     synchronizer,
-    time_calls,
+    time_rounds,
 )
 from multimix.errors import ConfigError
 from multimix.methods.base import Batch, LossWeights, get_method
@@ -40,6 +40,7 @@ from multimix.models.net import ModelConfig, MultiMixNet
 from multimix.models.saliency import input_saliency
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
+STEPS = ("train", "straightforward")
 LossFn = Callable[[MultiMixNet, Batch], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -207,36 +208,31 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
     def autocast() -> contextlib.AbstractContextManager:
         return runtime.autocast(device)  # the trainer's mixed precision (bf16 on GPU only)
 
-    def timed(fn: Callable[[], object]) -> Timing:
-        return time_calls(fn, synchronizer(device), cfg.warmup, cfg.steps, cfg.seconds)
-
     size = cfg.matmul_size or (8192 if device.type == "cuda" else 2048)
     log(f"matmul peak: {size}x{size}, best of {cfg.matmul_repeats}, before and after the timings")
     peaks_before = matmul_peaks(device, size, cfg.matmul_repeats)
 
     batch = synthetic_batch(cfg).to(device)
     n_train = images_per_step(batch)
-    measured: dict[str, tuple[Timing, float]] = {}
-    profile = None
-    for name in ("train", "straightforward"):
-        setup = build(cfg, device, straightforward=name == "straightforward")
-        step = lambda s=setup: train_step(s, batch, autocast)  # noqa: E731
-        gflops = count_flops(step) / n_train / 1e9
-        log(f"{name} step: {n_train} images")
-        measured[name] = timed(step), gflops
-        if name == "train" and cfg.profile_steps:
-            log(f"profiling {cfg.profile_steps} training steps")
-            profile = profile_operators(step, cfg.profile_steps, device)
-        del setup, step
-
+    setups = {name: build(cfg, device, name == "straightforward") for name in STEPS}
+    calls = {name: lambda s=s: train_step(s, batch, autocast) for name, s in setups.items()}
     model = folded_for_inference(build(cfg, device).model)  # as ``predict`` runs it
     g = torch.Generator().manual_seed(cfg.seed + 1)
     x = torch.rand(cfg.infer_batch_size, 1, cfg.image_size, cfg.image_size, generator=g)
     x = x.to(device).contiguous(memory_format=torch.channels_last)
-    infer = lambda: infer_step(model, x, autocast)  # noqa: E731
-    infer_gflops = count_flops(infer) / cfg.infer_batch_size / 1e9
-    log(f"inference: {cfg.infer_batch_size} images per batch")
-    measured["infer"] = timed(infer), infer_gflops
+    calls["infer"] = lambda: infer_step(model, x, autocast)
+    sizes = {"train": n_train, "straightforward": n_train, "infer": cfg.infer_batch_size}
+    work = {name: count_flops(call) / sizes[name] / 1e9 for name, call in calls.items()}
+
+    log(
+        f"timing in rounds: a training step and a straightforward one of {n_train} images, "
+        f"inference on {cfg.infer_batch_size}"
+    )
+    timings = time_rounds(calls, synchronizer(device), cfg.warmup, cfg.steps, cfg.seconds)
+    profile = None
+    if cfg.profile_steps:
+        log(f"profiling {cfg.profile_steps} training steps")
+        profile = profile_operators(calls["train"], cfg.profile_steps, device)
 
     # The peak drifts by several percent within a minute on shared machines: the share is taken
     # of the best seen at either end, never of a dip.
@@ -244,9 +240,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
     peaks = {lib: max(peaks_before[lib], peaks_after[lib]) for lib in peaks_before}
     peak = max(peaks.values())
 
-    sizes = {"train": n_train, "straightforward": n_train, "infer": cfg.infer_batch_size}
-    rate = {name: sizes[name] / timing.median for name, (timing, _) in measured.items()}
-    work = {name: gflops for name, (_, gflops) in measured.items()}
+    rate = {name: sizes[name] / timing.median for name, timing in timings.items()}
     result = {
         "peak_gflops": peak,
         "peak_gflops_by_library": peaks,
@@ -262,7 +256,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
         "infer_images_per_s": rate["infer"],
         "infer_share_of_peak": rate["infer"] * work["infer"] / peak,
         "infer_gflops_per_image": work["infer"],
-        "timings": {name: timing.summary() for name, (timing, _) in measured.items()},
+        "timings": {name: timing.summary() for name, timing in timings.items()},
         "config": asdict(cfg) | {"matmul_size": size, "train_images_per_step": n_train},
         "environment": environment(device),
     }

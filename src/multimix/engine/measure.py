@@ -55,19 +55,38 @@ def time_calls(
 ) -> Timing:
     """Time ``fn`` after ``warmup`` untimed calls: ``steps`` calls, or until ``seconds`` passed
     (both given: whichever takes longer; neither: 5 calls)."""
+    return time_rounds({"": fn}, sync, warmup, steps, seconds)[""]
+
+
+def time_rounds(
+    fns: dict[str, Callable[[], object]],
+    sync: Callable[[], None],
+    warmup: int,
+    steps: int | None,
+    seconds: float | None,
+) -> dict[str, Timing]:
+    """Time several calls in rounds, each called once per round, as ``time_calls`` times one.
+
+    A shared machine speeds up and slows down over a minute; timing the calls alternately lets
+    such drifts touch all of them alike, so their ratios hold even when the absolute times move.
+    """
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     sync()
     wanted = steps if steps is not None else (1 if seconds else 5)
-    timing = Timing([], [])
+    timings = {name: Timing([], []) for name in fns}
     begin = time.perf_counter()
-    while len(timing.wall) < wanted or (seconds and time.perf_counter() - begin < seconds):
-        start, cpu = time.perf_counter(), time.process_time()
-        fn()
-        sync()
-        timing.wall.append(time.perf_counter() - start)
-        timing.cpu.append(time.process_time() - cpu)
-    return timing
+    rounds = 0
+    while rounds < wanted or (seconds and time.perf_counter() - begin < seconds):
+        for name, fn in fns.items():
+            start, cpu = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            timings[name].wall.append(time.perf_counter() - start)
+            timings[name].cpu.append(time.process_time() - cpu)
+        rounds += 1
+    return timings
 
 
 def count_flops(fn: Callable[[], object]) -> int:
