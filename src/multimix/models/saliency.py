@@ -46,9 +46,7 @@ def traced_saliency(
         g = grad[:rows].float()
         for layer in reversed(trace.layers):
             g = torch.ops.aten.threshold_backward(g, layer.out[:rows].to(g.dtype), 0)  # ReLU
-            if layer.scale is not None:
-                g.mul_(layer.scale.view(1, -1, 1, 1))
-            g = _conv_input_grad(layer.conv, layer.in_shape, g)
+            g = _conv_input_grad(layer.conv, layer.in_shape, g, layer.scale)
     image = trace.image[:rows].detach().requires_grad_(True)
     with torch.enable_grad():
         normalized = trace.normalize(image)
@@ -56,13 +54,18 @@ def traced_saliency(
     return _scaled_magnitude(grad)
 
 
-def _conv_input_grad(conv: torch.nn.Conv2d, in_shape: torch.Size, g: torch.Tensor) -> torch.Tensor:
-    """d conv / d input applied to ``g``: the kernel autograd runs, without weight gradients."""
+def _conv_input_grad(
+    conv: torch.nn.Conv2d, in_shape: torch.Size, g: torch.Tensor, scale: torch.Tensor | None
+) -> torch.Tensor:
+    """d conv / d input applied to ``g`` times ``scale`` per output channel: the kernel autograd
+    runs, without weight gradients. The scale goes into the weights, not over the whole map."""
     channels_last = g.is_contiguous(memory_format=torch.channels_last)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     shape = (g.shape[0], *in_shape[1:])  # read for its shape and layout only
     like = torch.empty(shape, dtype=g.dtype, device=g.device, memory_format=fmt)
     weight = conv.weight.to(g.dtype)
+    if scale is not None:
+        weight = weight * scale.to(g.dtype).view(-1, 1, 1, 1)
     return torch.ops.aten.convolution_backward(
         g,
         like,
