@@ -45,3 +45,11 @@ def test_no_bridge_model_needs_no_saliency():
     net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=False)).eval()
     out = net(torch.rand(1, 1, 32, 32))
     assert "saliency" not in out and out["mask_logits"].shape == (1, 1, 32, 32)
+
+
+def test_normalize_standardises_each_image_with_the_sample_std():
+    x = torch.rand(3, 1, 17, 9) * torch.tensor([1.0, 5.0, 0.01]).view(3, 1, 1, 1)
+    expected = (x - x.mean(dim=(-2, -1), keepdim=True)) / (x.std(dim=(-2, -1), keepdim=True) + 1e-3)
+    torch.testing.assert_close(MultiMixNet.normalize(x), expected)
+    flat = MultiMixNet.normalize(torch.full((1, 1, 4, 4), 0.7))
+    assert flat.isfinite().all() and flat.abs().max() < 1e-3  # a constant image: about 0

