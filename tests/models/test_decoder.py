@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from multimix.models.decoder import PixelLinear, UpConv
+from multimix.models.blocks import PixelLinear
+from multimix.models.decoder import UpConv
 
 
 def _outputs_and_grads(module: nn.Module, x: torch.Tensor, g: torch.Tensor):

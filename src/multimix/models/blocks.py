@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 NORMS = ("batch", "instance", "group", "none")
@@ -33,3 +35,21 @@ class ConvBlock(nn.Sequential):
             norm_layer(norm, cout),
             nn.ReLU(inplace=True),
         )
+
+
+class PixelLinear(nn.Conv2d):
+    """1x1 convolution run as a matrix product over the channels of every pixel.
+
+    Same parameters and outputs as ``nn.Conv2d(cin, cout, 1)``. With few output channels (the
+    mask head has one per structure, the localization head one per finding) oneDNN's 1x1
+    backward is slow on CPU: 16 to 1 channels at 16x256x256 took 11 ms on 2 cores (about 6
+    GFLOP/s) where the BLAS products take about 5; 64 to 8 channels at 40x64x64, forward and
+    backward, 16.2 ms against 9.1.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x.movedim(1, -1), self.weight.flatten(1), self.bias)
+        return y.movedim(-1, 1)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multimix.data.zones import zone_onehot
+from multimix.models.blocks import PixelLinear
 
 LOCALIZATION_LEVEL = 2  # encoder level (resolution 1/2**level) the maps are computed from
 
@@ -22,7 +23,7 @@ class FindingMaps(nn.Module):
 
     def __init__(self, in_channels: int, n_findings: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, n_findings, kernel_size=1)
+        self.conv = PixelLinear(in_channels, n_findings)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.conv(feats[LOCALIZATION_LEVEL])
