@@ -40,7 +40,6 @@ from multimix.models.net import ModelConfig, MultiMixNet
 from multimix.models.saliency import input_saliency
 
 Autocast = Callable[[], contextlib.AbstractContextManager]
-STEPS = ("train", "straightforward")
 LossFn = Callable[[MultiMixNet, Batch], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -214,7 +213,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
 
     batch = synthetic_batch(cfg).to(device)
     n_train = images_per_step(batch)
-    setups = {name: build(cfg, device, name == "straightforward") for name in STEPS}
+    setups = {"train": build(cfg, device), "straightforward": build(cfg, device, True)}
     calls = {name: lambda s=s: train_step(s, batch, autocast) for name, s in setups.items()}
     model = folded_for_inference(build(cfg, device).model)  # as ``predict`` runs it
     g = torch.Generator().manual_seed(cfg.seed + 1)

@@ -102,8 +102,8 @@ def matmul_peaks(device: torch.device, size: int, repeats: int) -> dict[str, flo
 
     On GPU: bfloat16 ``torch.mm``. On CPU, float32 through the BLAS (MKL) and through oneDNN,
     the library the network's convolutions run on. On this project's AVX-512 AMD machine MKL
-    runs at AVX2 speed (199 GFLOP/s) and oneDNN at 442, so a BLAS-only "peak" put the
-    convolutions above 100% of it. The peak used for shares is the largest of these.
+    reached 190-221 GFLOP/s and oneDNN 420-479, so a BLAS-only "peak" put the convolutions
+    above 100% of it. The peak used for shares is the largest of these.
     """
     g = torch.Generator().manual_seed(0)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
