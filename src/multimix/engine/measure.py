@@ -102,7 +102,7 @@ def matmul_peaks(device: torch.device, size: int, repeats: int) -> dict[str, flo
 
     On GPU: bfloat16 ``torch.mm``. On CPU, float32 through the BLAS (MKL) and through oneDNN,
     the library the network's convolutions run on. On this project's AVX-512 AMD machine MKL
-    reached 190-221 GFLOP/s and oneDNN 420-479, so a BLAS-only "peak" put the convolutions
+    reached 190-223 GFLOP/s and oneDNN 420-479, so a BLAS-only "peak" put the convolutions
     above 100% of it. The peak used for shares is the largest of these.
     """
     g = torch.Generator().manual_seed(0)
