@@ -215,7 +215,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
     n_train = images_per_step(batch)
     setups = {"train": build(cfg, device), "straightforward": build(cfg, device, True)}
     calls = {name: lambda s=s: train_step(s, batch, autocast) for name, s in setups.items()}
-    model = folded_for_inference(build(cfg, device).model)  # as ``predict`` runs it
+    model = folded_for_inference(setups["train"].model)  # a folded copy, as ``predict`` runs it
     g = torch.Generator().manual_seed(cfg.seed + 1)
     x = torch.rand(cfg.infer_batch_size, 1, cfg.image_size, cfg.image_size, generator=g)
     x = x.to(device).contiguous(memory_format=torch.channels_last)

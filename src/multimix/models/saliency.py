@@ -47,7 +47,7 @@ def traced_saliency(
         for layer in reversed(trace.layers):
             g = torch.ops.aten.threshold_backward(g, layer.out[:rows].to(g.dtype), 0)  # ReLU
             g = _conv_input_grad(layer.conv, layer.in_shape, g, layer.scale)
-    image = trace.image[:rows].detach().requires_grad_(True)
+    image = trace.image[:rows].requires_grad_(True)  # the trace keeps the input detached
     with torch.enable_grad():
         normalized = trace.normalize(image)
     (grad,) = torch.autograd.grad(normalized, image, g.to(normalized.dtype))
