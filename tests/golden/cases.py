@@ -17,6 +17,7 @@ from multimix.data.phantom import write_source
 
 FINDINGS = ("cardiomegaly", "effusion", "nodule", "opacity")
 SMALL = ["--image-size", "32", "--widths", "8,16,16,32,32", "--batch-size", "4", "--seed", "0"]
+KEPT = ("pseudo_kept",)
 STEPS = ["--steps", "6", "--val-every", "3"]
 
 
@@ -71,7 +72,7 @@ def _numbers(block, prefix: str = "") -> dict[str, float]:
         if isinstance(value, bool):
             continue
         if isinstance(value, int | float):
-            out[name] = float(value) if not (isinstance(value, float) and math.isnan(value)) else None
+            out[name] = None if math.isnan(value) else float(value)
         elif isinstance(value, dict | list):
             out |= _numbers(value, name + "/")
     return out
@@ -84,7 +85,7 @@ def run_case(name: str, data: dict[str, Path], run: Path) -> tuple[list[dict], d
     assert result.exit_code == 0, result.output
     with open(run / "train_log.csv") as fh:
         losses = [
-            {k: float(v) for k, v in row.items() if (k.startswith("loss") or k == "pseudo_kept") and v}
+            {k: float(v) for k, v in row.items() if v and (k.startswith("loss") or k in KEPT)}
             for row in csv.DictReader(fh)
         ]
     folders = [data["ml"]] if name.startswith("multilabel") else [data["cls"], data["seg"]]

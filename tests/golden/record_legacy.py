@@ -18,7 +18,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from cases import CASES, run_case, write_phantoms  # noqa: E402
+from cases import run_case, write_phantoms  # noqa: E402
 
 FIXTURES = HERE.parent / "fixtures" / "legacy"
 
