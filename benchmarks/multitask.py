@@ -66,9 +66,9 @@ def one_run(
 ) -> dict:
     """Train and score one configuration; ``options`` are further MultiLabelOptions fields."""
     from multimix.config import TrainConfig
-    from multimix.engine.evaluate import evaluate_run
     from multimix.engine.trainer import resume, train
     from multimix.methods.multilabel import MultiLabelOptions
+    from multimix.pipelines.evaluate import evaluate_run
 
     metrics_path = run / "metrics.json"
     if metrics_path.exists():

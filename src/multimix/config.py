@@ -6,9 +6,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from multimix.core.errors import CheckpointError, ConfigError
 from multimix.data.augment import AugmentConfig
 from multimix.data.bad_inputs import check_policy
-from multimix.errors import CheckpointError, ConfigError
 from multimix.methods.base import LossWeights
 from multimix.methods.multilabel import MultiLabelOptions
 
@@ -105,7 +105,7 @@ class TrainConfig:
         return json.dumps(asdict(self), indent=2)
 
     def save(self, run: Path) -> None:
-        from multimix.atomic import atomic_write_text
+        from multimix.core.atomic import atomic_write_text
 
         atomic_write_text(run / "config.json", self.to_json())
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from multimix.core.errors import ConfigError
 from multimix.data.findings import FindingSpace
 from multimix.data.labels import LabelSpace
-from multimix.errors import ConfigError
 from multimix.methods.base import CLS, SEG, Method, get_method
 
 if TYPE_CHECKING:

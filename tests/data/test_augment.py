@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from multimix.core.errors import ConfigError
 from multimix.data import augment
 from multimix.data.augment import (
     GEOMETRIC_OPS,
@@ -15,7 +16,6 @@ from multimix.data.augment import (
     strong,
     weak,
 )
-from multimix.errors import ConfigError
 
 FUNCS = [weak, strong]
 STILL = {"flip": False, "max_shift": 0.0}  # no weak geometry: isolates the other parts

@@ -25,12 +25,12 @@ from typer.testing import CliRunner
 
 from multimix.cli.app import app
 from multimix.config import TrainConfig
+from multimix.core.errors import DataError, printable_path
 from multimix.data.assemble import assemble, check_sources, load_sources, make_split
 from multimix.data.bad_inputs import BadInputs
 from multimix.data.io import write_png
 from multimix.data.labels import LabelSpace
 from multimix.engine.trainer import Trainer
-from multimix.errors import DataError, printable_path
 from multimix.methods.base import CLS, SEG
 from tests.data.test_io import png_with_size, save_dicom
 

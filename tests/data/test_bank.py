@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
+from multimix.core.errors import DataError
 from multimix.data.bank import load_bank
 from multimix.data.io import write_png
 from multimix.data.labels import LabelSpace
 from multimix.data.sources import load_source
-from multimix.errors import DataError
 from tests.data.test_io import save_dicom
 
 LABELS = LabelSpace(("normal", "pneumonia"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from multimix.core.errors import ConfigError, DataError
 from multimix.data.findings import (
     NEGATIVE,
     POSITIVE,
@@ -14,7 +15,6 @@ from multimix.data.findings import (
     unpack,
 )
 from multimix.data.sources import load_source
-from multimix.errors import ConfigError, DataError
 
 SPACE = FindingSpace(("effusion", "edema", "nodule"))
 

@@ -18,6 +18,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from multimix.core.errors import DataError
 from multimix.data.io import (
     IMAGE_SUFFIXES,
     is_image_file,
@@ -27,7 +28,6 @@ from multimix.data.io import (
     resize_mask,
     write_png,
 )
-from multimix.errors import DataError
 
 RAW = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 100).astype(np.uint16)  # 0 .. 1100
 

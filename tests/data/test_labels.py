@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from multimix.core.errors import ConfigError, DataError
 from multimix.data.labels import LabelSpace, parse_label_map, parse_list
-from multimix.errors import ConfigError, DataError
 
 
 def test_parse():

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from multimix.core.errors import DataError
 from multimix.data.io import write_png
 from multimix.data.sources import load_source
-from multimix.errors import DataError
 
 
 def _img(path: Path, value: int = 100) -> None:

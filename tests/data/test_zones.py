@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from multimix.core.errors import DataError
 from multimix.data.phantom import make_phantom
 from multimix.data.zones import ZONES, box_mask, box_zones, lung_zones, mask_box, read_boxes
-from multimix.errors import DataError
 
 
 def two_lungs(size: int = 30) -> torch.Tensor:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from multimix.core.errors import CheckpointError
 from multimix.engine.checkpoint import load_state, load_weights, save_state, save_weights
-from multimix.errors import CheckpointError
 from multimix.models.net import ModelConfig, MultiMixNet
 
 CFG = ModelConfig(widths=(4, 8, 8, 16, 16))

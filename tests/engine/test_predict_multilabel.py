@@ -16,11 +16,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from multimix.cli.app import app
+from multimix.core.errors import CheckpointError
 from multimix.data.io import read_image, resize_image
 from multimix.data.zones import ZONES
 from multimix.engine.evaluate import load_run
 from multimix.engine.predict_multilabel import MultiLabelOutput, read_thresholds, zone_phrase
-from multimix.errors import CheckpointError
 from tests.conftest import FINDINGS
 
 runner = CliRunner()

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from multimix.config import TrainConfig
+from multimix.core.errors import ConfigError
 from multimix.engine.checkpoint import load_weights
 from multimix.engine.trainer import Trainer, resume, train
-from multimix.errors import ConfigError
 
 SMALL = dict(image_size=32, widths=[8, 16, 16, 32, 32], batch_size=6, val_every=10, seed=0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multimix.errors import ConfigError
+from multimix.core.errors import ConfigError
 from multimix.explain.attributions import (
     EXPLAINERS,
     explain,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from multimix.core.errors import ConfigError
 from multimix.data.bank import Bank
 from multimix.data.phantom import make_phantom
 from multimix.data.sources import Record
-from multimix.errors import ConfigError
 from multimix.explain.report_metrics import explanation_metrics, lung_index, sample_rows
 from multimix.models.net import ModelConfig, MultiMixNet
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from multimix.errors import ConfigError
+from multimix.core.errors import ConfigError
 from multimix.methods.base import Batch, available_methods, get_method
 from multimix.models.net import ModelConfig, MultiMixNet
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from multimix.core.errors import ConfigError
 from multimix.data.findings import NEGATIVE, POSITIVE, pack
-from multimix.errors import ConfigError
 from multimix.methods.multilabel import MultiLabelOptions, auto_pos_weight, multilabel_loss
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.2, 4.0]])

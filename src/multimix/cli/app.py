@@ -1,6 +1,6 @@
 """The ``multimix`` command: thin commands over the library.
 
-Every command turns a :class:`~multimix.errors.MultimixError` into one line on stderr and exit
+Every command turns a :class:`~multimix.core.errors.MultimixError` into one line on stderr and exit
 code 2, so bad input never shows a traceback.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from multimix.errors import ConfigError, MultimixError
+from multimix.core.errors import ConfigError, MultimixError
 
 app = typer.Typer(
     add_completion=False,
@@ -220,9 +220,9 @@ def evaluate(
     on_bad_input: BadInputOption = "error",
 ) -> None:
     """Metrics per source, on images the run never trained on."""
-    from multimix.atomic import atomic_write_text
+    from multimix.core.atomic import atomic_write_text
     from multimix.data.labels import parse_label_map, parse_list
-    from multimix.engine.evaluate import evaluate_run
+    from multimix.pipelines.evaluate import evaluate_run
 
     if not data:
         raise ConfigError("give at least one --data DIR to evaluate on")
@@ -296,7 +296,7 @@ def predict(
 ) -> None:
     """Masks, overlays and class probabilities (optionally explanation maps) for new images."""
     from multimix.data.labels import parse_list
-    from multimix.engine.predict import predict_paths
+    from multimix.pipelines.predict import predict_paths
 
     summary = predict_paths(
         run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device
@@ -353,7 +353,7 @@ def demo(
     seed: int = 0,
 ) -> None:
     """Phantom data -> MultiMix training -> metrics.json and report.html, in one go."""
-    from multimix.demo import run_demo
+    from multimix.pipelines.demo import run_demo
 
     run_demo(out, minutes, seed)
 
@@ -407,8 +407,8 @@ def bench(
     profile_steps: Annotated[int, typer.Option(help="Profile this many training steps.")] = 0,
 ) -> None:
     """Training and inference speed here, against a matmul peak and a straightforward step."""
+    from multimix.core.progress import console
     from multimix.engine.bench import BenchConfig, write_bench
-    from multimix.engine.progress import console
 
     channels = tuple(parse_widths(widths))
     cfg = BenchConfig(

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
+from multimix.core.errors import ConfigError, DataError
 from multimix.data.bad_inputs import BadInputs
 from multimix.data.bank import Bank, load_bank
 from multimix.data.labels import LabelSpace
 from multimix.data.sources import Record, Source, load_source
 from multimix.data.splits import choose_subset, split_by_patient
-from multimix.errors import ConfigError, DataError
 from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED
 
 ROLES = ("class", "seg", "unlabeled", "pretrain")
@@ -156,7 +156,7 @@ def _choose(pool, count, seed, stratum):
 
 
 def save_split(path: Path, split: dict) -> None:
-    from multimix.atomic import atomic_write_text
+    from multimix.core.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(split, indent=1))
 

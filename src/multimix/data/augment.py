@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multimix.errors import ConfigError
+from multimix.core.errors import ConfigError
 
 __all__ = ["GEOMETRIC_OPS", "OPS", "PHOTOMETRIC_OPS", "AugmentConfig", "strong", "weak"]
 

@@ -1,7 +1,7 @@
 """What to do with a bad input (a file, a CSV row, an empty folder): stop, or leave it out.
 
 Under the default policy ``error`` the first bad input stops the command with its one-line
-:class:`~multimix.errors.DataError`. Under ``skip`` it is left out and recorded, so that a
+:class:`~multimix.core.errors.DataError`. Under ``skip`` it is left out and recorded, so that a
 long run over a large, slightly dirty data set still starts, and says exactly what it did not
 use (``skipped.csv`` in the run folder, ``skipped`` in metrics.json). Either way every input is
 checked before the first training step, never hours into a run.
@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from multimix.errors import ConfigError, DataError
+from multimix.core.errors import ConfigError, DataError
 
 POLICIES = ("error", "skip")
 SKIPPED_CSV = "skipped.csv"
@@ -87,8 +87,8 @@ def write_skipped(bad: BadInputs, run: Path) -> None:
     """
     if not bad.skipping:
         return
-    from multimix.atomic import atomic_write_text
-    from multimix.engine.progress import console
+    from multimix.core.atomic import atomic_write_text
+    from multimix.core.progress import console
 
     path = Path(run) / SKIPPED_CSV
     atomic_write_text(path, bad.csv_text())

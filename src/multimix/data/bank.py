@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from multimix.core.errors import DataError
+from multimix.core.progress import progress_bar
 from multimix.data.bad_inputs import BadInputs, handle
 from multimix.data.io import read_image, read_mask, resize_image, resize_mask
 from multimix.data.labels import LabelSpace
 from multimix.data.sources import Record
-from multimix.engine.progress import progress_bar
-from multimix.errors import DataError
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from multimix.errors import ConfigError, DataError
+from multimix.core.errors import ConfigError, DataError
 
 NEGATIVE, POSITIVE, UNCERTAIN, UNMENTIONED = 0, 1, 2, 3
 MAX_FINDINGS = 31  # two bits each in a signed 64-bit integer

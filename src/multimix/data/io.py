@@ -5,7 +5,7 @@ files into one representation: a float32 ``H x W`` grayscale array in ``[0, 1]``
 is bright. Masks enter through :func:`read_mask` as boolean arrays. Keeping the decoding in one
 place means every format quirk (16-bit PNGs, DICOM rescale and windowing, MONOCHROME1
 inversion) is handled once, and every broken user file fails the same way: a
-:class:`~multimix.errors.DataError` that names the file, never a PIL or pydicom traceback and
+:class:`~multimix.core.errors.DataError` that names the file, never a PIL or pydicom traceback and
 never a silently wrong array.
 """
 
@@ -26,8 +26,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
 
-from multimix.atomic import atomic_write
-from multimix.errors import DataError
+from multimix.core.atomic import atomic_write
+from multimix.core.errors import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from multimix.errors import ConfigError, DataError
+from multimix.core.errors import ConfigError, DataError
 
 
 def parse_list(text: str | None) -> tuple[str, ...]:

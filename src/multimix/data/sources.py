@@ -19,9 +19,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from multimix.core.errors import DataError
 from multimix.data.bad_inputs import BadInputs, handle
 from multimix.data.io import is_image_file
-from multimix.errors import DataError
 
 LUNGS = "lungs"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from multimix.errors import DataError
+from multimix.core.errors import DataError
 
 ZONES = (
     "right_upper",

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from multimix.atomic import atomic_write_text
+from multimix.core.atomic import atomic_write_text
+from multimix.core.errors import ConfigError
 from multimix.engine import runtime
 from multimix.engine.measure import (
     count_flops,
@@ -30,7 +31,6 @@ from multimix.engine.measure import (
     synchronizer,
     time_rounds,
 )
-from multimix.errors import ConfigError
 from multimix.methods.base import Batch, LossWeights, get_method
 from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
 from multimix.methods.multimix import JointObjective

@@ -14,8 +14,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from multimix.atomic import atomic_write
-from multimix.errors import CheckpointError
+from multimix.core.atomic import atomic_write
+from multimix.core.errors import CheckpointError
 from multimix.models.net import ModelConfig, MultiMixNet
 
 FORMAT = "multimix-checkpoint-1"

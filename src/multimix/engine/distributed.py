@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from multimix.core.errors import ConfigError
 from multimix.engine.runtime import select_device
-from multimix.errors import ConfigError
 
 
 @dataclass(frozen=True)

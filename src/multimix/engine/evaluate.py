@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 
-from multimix.data.bank import Bank, load_bank
-from multimix.data.sources import Record, Source
+from multimix.core.errors import CheckpointError
+from multimix.data.bank import Bank
 from multimix.engine.inference import Predictions, predict
-from multimix.errors import CheckpointError, ConfigError, DataError
 from multimix.metrics import classification_metrics, segmentation_metrics
 from multimix.metrics.calibration import expected_calibration_error
 from multimix.models.net import MultiMixNet
@@ -99,95 +98,3 @@ def load_run(run: Path, which: str = "best", device: torch.device | str = "cpu")
     if model.cfg.n_classes != len(cfg.classes) or model.cfg.n_structures != len(cfg.structures):
         raise CheckpointError(run, "checkpoint does not match the run's classes or structures")
     return cfg, model
-
-
-def held_out_records(source: Source, split: dict, part: str) -> tuple[list[Record], str]:
-    """Records of ``source`` that training never saw: its ``part`` of the run's split if the
-    source took part in training, else all of it (a cross-domain source)."""
-    info = split["sources"].get(source.name)
-    if info is None or Path(info["root"]) != source.root.resolve():
-        return list(source.records), "all"
-    names = set(info[part])
-    return [r for r in source.records if r.name in names], part
-
-
-def evaluate_run(
-    run: Path,
-    folders: list[str],
-    classes: tuple[str, ...] | None = None,
-    label_map: dict[str, str] | None = None,
-    part: str = "test",
-    device: str = "auto",
-    batch_size: int = 32,
-    keep: bool = False,
-    explain: list[str] | tuple[str, ...] = (),
-    explain_samples: int = 32,
-    on_bad_input: str = "error",
-) -> tuple[dict, dict]:
-    """metrics.json content for ``folders``; with ``keep``, also banks and predictions.
-
-    Under ``on_bad_input="skip"`` bad files are left out and listed in ``skipped``.
-
-    With ``explain`` methods (see :mod:`multimix.explain`), each source's block also gets
-    ``explanations``: lung share and deletion curve per method on up to ``explain_samples``
-    images (:func:`~multimix.explain.report_metrics.explanation_metrics`).
-    """
-    from multimix.data.assemble import load_split
-    from multimix.data.bad_inputs import BadInputs
-    from multimix.data.sources import load_source
-    from multimix.engine.runtime import select_device
-    from multimix.explain.report_metrics import check_methods, explanation_metrics
-    from multimix.tasks import label_space
-
-    explain = check_methods(explain)
-    bad = BadInputs(on_bad_input)
-    dev = select_device(device)
-    cfg, model = load_run(run, device=dev)
-    labels = label_space(cfg, classes, label_map)
-    if len(labels.classes) != model.cfg.n_classes:
-        raise ConfigError(
-            f"the run was trained on {len(cfg.classes)} classes, not {len(labels.classes)}"
-        )
-    split = load_split(Path(run) / "split.json")
-    # Read and check every folder before predicting, so a bad file stops nothing half-done.
-    banks = {}
-    for folder in folders:
-        source = load_source(folder, bad=bad)
-        if not source.records:
-            continue  # skipped: no usable image
-        records, used = held_out_records(source, split, part)
-        if not records:
-            raise DataError(source.root, f"no images left to evaluate in its {part!r} part")
-        bank = load_bank(
-            records, cfg.image_size, tuple(cfg.structures), labels, f"loading {source.name}", bad
-        )
-        if len(bank):
-            banks[source.name] = (bank, used)
-    if not banks:
-        raise ConfigError(f"no usable images to evaluate ({len(bad)} bad inputs skipped)")
-    results, kept = {}, {}
-    for name, (bank, used) in banks.items():
-        rows = torch.arange(len(bank))
-        preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep)
-        block = source_metrics(bank, rows, preds, labels.classes, bank.structures)
-        if preds.multilabel:  # thresholded findings (chosen on validation) and localization
-            from multimix.engine.multilabel_eval import multilabel_extras, run_thresholds
-
-            thresholds = run_thresholds(run, dev)
-            share = cfg.multilabel.zone_min_share
-            block |= multilabel_extras(model, bank, preds, labels, thresholds, share)
-        if explain:
-            block["explanations"] = explanation_metrics(
-                model, bank, rows, explain, dev, samples=explain_samples
-            )
-        results[name] = {"part": used, **block}
-        if keep:
-            kept[name] = (bank, preds)
-    metrics = {
-        "run": str(run),
-        "checkpoint": "best",
-        "classes": list(labels.classes),
-        "sources": results,
-        "skipped": bad.as_json(),
-    }
-    return metrics, kept

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from multimix.atomic import atomic_write_text
+from multimix.core.atomic import atomic_write_text
 
 
 class CsvLog:

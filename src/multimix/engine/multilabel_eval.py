@@ -131,7 +131,7 @@ def write_thresholds(
 ) -> dict[str, float]:
     """F1-best thresholds of ``model`` on the labeled ``rows`` of ``bank`` (validation images),
     written to ``RUN/thresholds.json``; 0.5 where a finding has no validation positives."""
-    from multimix.atomic import atomic_write_text
+    from multimix.core.atomic import atomic_write_text
 
     thresholds = {f: DEFAULT_THRESHOLD for f in findings}
     n = 0

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from multimix.core.errors import CheckpointError
 from multimix.data.sources import LUNGS
 from multimix.data.zones import ZONES, lung_zones
-from multimix.errors import CheckpointError
 from multimix.metrics.multilabel import DEFAULT_THRESHOLD
 
 __all__ = ["NO_FINDING", "UNLOCALIZED", "MultiLabelOutput", "read_thresholds"]

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 import torch
 
-from multimix.errors import ConfigError
+from multimix.core.errors import ConfigError
 
 # glibc returns large freed blocks to the OS by default, so every training step pays for fresh,
 # zeroed pages; raising these thresholds keeps them in the heap (1.3-2x faster steps on CPU).

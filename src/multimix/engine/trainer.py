@@ -19,6 +19,8 @@ import torch
 
 from multimix import tasks
 from multimix.config import TrainConfig
+from multimix.core.errors import CheckpointError, ConfigError
+from multimix.core.progress import console, progress_bar
 from multimix.data.assemble import (
     PRETRAIN,
     TrainingData,
@@ -35,9 +37,7 @@ from multimix.engine import checkpoint as ckpt
 from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
 from multimix.engine.logger import CsvLog, TensorBoard
-from multimix.engine.progress import console, progress_bar
 from multimix.engine.runtime import autocast, seed_everything, set_threads
-from multimix.errors import CheckpointError, ConfigError
 from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED, Method
 from multimix.methods.multimix import segmentation_pretraining
 from multimix.models.net import ModelConfig, MultiMixNet

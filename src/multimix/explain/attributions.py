@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import nn
 
-from multimix.errors import ConfigError
+from multimix.core.errors import ConfigError
 from multimix.models.saliency import input_saliency
 
 __all__ = [

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from multimix.atomic import atomic_write_text
+from multimix.core.atomic import atomic_write_text
+from multimix.core.errors import ConfigError
+from multimix.core.progress import progress_bar
 from multimix.data.bank import load_bank
 from multimix.data.io import write_png
 from multimix.data.sources import Record, load_source
-from multimix.engine.progress import progress_bar
-from multimix.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from multimix.core.errors import ConfigError
 from multimix.data.bank import Bank
 from multimix.data.sources import LUNGS
-from multimix.errors import ConfigError
 from multimix.explain.attributions import EXPLAINERS, explain
 from multimix.explain.quality import deletion_auc, deletion_curve, mass_inside
 

@@ -101,7 +101,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def get_method(name: str, weights: LossWeights | None = None) -> Method:
-    from multimix.errors import ConfigError
+    from multimix.core.errors import ConfigError
 
     _import_builtin_methods()
     if name not in METHODS:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from multimix.core.errors import ConfigError
 from multimix.data.findings import POSITIVE, check_policies, resolve, unpack
-from multimix.errors import ConfigError
 from multimix.methods.base import CLS, SEG, UNLABELED, Batch, Method, register
 from multimix.methods.losses import dice_bce, multilabel_pseudo_label_loss
 from multimix.models.heads import zone_logits

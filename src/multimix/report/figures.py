@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from multimix.atomic import atomic_write
+from multimix.core.atomic import atomic_write
 
 if TYPE_CHECKING:
     from multimix.report.html import Gallery

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from multimix.atomic import atomic_write_text
+from multimix.core.atomic import atomic_write_text
 from multimix.report import figures
 
 __all__ = ["Gallery", "SourceScores", "write_report"]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from multimix.atomic import atomic_write_text
 from multimix.config import TrainConfig
+from multimix.core.atomic import atomic_write_text
+from multimix.core.progress import console
 from multimix.data.phantom import write_source
-from multimix.engine.evaluate import evaluate_run
-from multimix.engine.progress import console
 from multimix.engine.trainer import resume, train
+from multimix.pipelines.evaluate import evaluate_run
 from multimix.report.build import build_report
 
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 
+from multimix.core.errors import ConfigError, DataError, printable_path
 from multimix.data.io import IMAGE_SUFFIXES, is_image_file, read_image, resize_image, write_png
-from multimix.errors import ConfigError, DataError, printable_path
 
 __all__ = ["OVERLAY_MAX_SIDE", "PredictSummary", "collect_inputs", "predict_paths"]
 
@@ -135,9 +135,9 @@ def predict_paths(
         DataError: an input folder without images.
         CheckpointError: the run cannot be loaded.
     """
-    from multimix.atomic import atomic_write_text
+    from multimix.core.atomic import atomic_write_text
+    from multimix.core.progress import progress_bar
     from multimix.engine.evaluate import load_run
-    from multimix.engine.progress import progress_bar
     from multimix.engine.runtime import select_device
     from multimix.explain.attributions import EXPLAINERS
 

@@ -12,9 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from multimix.cli.app import app
+from multimix.core.errors import DataError
 from multimix.data.io import read_image
-from multimix.engine.predict import OVERLAY_MAX_SIDE, collect_inputs, predict_paths, unique_stems
-from multimix.errors import DataError
+from multimix.pipelines.predict import OVERLAY_MAX_SIDE, collect_inputs, predict_paths, unique_stems
 from tests.data.test_io import save_dicom
 
 runner = CliRunner()

@@ -1,0 +1,1 @@
+"""The bottom layer: registries, batch and view types, errors, atomic writes, progress."""
