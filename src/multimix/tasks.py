@@ -65,7 +65,8 @@ def make_streams(
     bank, space = data.bank, label_space(cfg)
     n = len(space.classes)
     if cfg.multilabel.pos_weight == "auto":
-        method.pos_weight = auto_pos_weight(bank.labels[pools[CLS].rows], n)
+        rows = pools[CLS].rows
+        method.pos_weight = auto_pos_weight(bank.targets[rows][bank.labeled[rows]])
     boxes, zone_labels = None, None
     if "localization" in cfg.multilabel.aux:
         lung = lung_channel(bank)

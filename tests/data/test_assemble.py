@@ -22,13 +22,13 @@ def test_streams_hold_the_right_images(phantom_dirs):
     data = _data(phantom_dirs)
     bank, rows, split = data.bank, data.rows, data.split
     assert len(rows[CLS]) == 10 and len(rows[SEG]) == 4
-    assert (bank.labels[rows[CLS]] >= 0).all()
+    assert bank.labeled[rows[CLS]].all()
     assert bank.known[rows[SEG]].all()
     # Masks exist only where kept; class labels only from the class source.
     assert set(rows[SEG].tolist()).isdisjoint(rows[SEG_UNLABELED].tolist())
     assert set(rows[CLS].tolist()).isdisjoint(rows[UNLABELED].tolist())
     seg_source_rows = [i for i, r in enumerate(bank.records) if r.source == "ph_seg"]
-    assert (bank.labels[seg_source_rows] == -1).all()
+    assert (bank.targets[seg_source_rows] == -1).all() and not bank.labeled[seg_source_rows].any()
     # No test image is ever loaded for training.
     test = {(s, n) for s, info in split["sources"].items() for n in info["test"]}
     assert test and test.isdisjoint((r.source, r.name) for r in bank.records)

@@ -252,7 +252,7 @@ def test_skip_leaves_out_exactly_the_bad_input_and_lists_it(case):
     assert re.search(spec.message, reason), reason
     assert {r.name for r in bank.records} == CLEAN - spec.left_out
     assert [r.name for r in sources[root.name].records] == [r.name for r in bank.records]
-    labeled = {r.name for r, y in zip(bank.records, bank.labels, strict=True) if y >= 0}
+    labeled = {r.name for r, y in zip(bank.records, bank.labeled, strict=True) if y}
     assert labeled == CLEAN - spec.left_out - spec.unlabeled
     assert bool(bank.known.all())  # every image kept has its (good) mask
     csv_rows = list(csv.reader(bad.csv_text().splitlines()))
@@ -315,7 +315,7 @@ def test_names_with_spaces_and_non_ascii_just_work(tmp_path):
         _, bank, bad = prepare([root], policy)
         assert len(bad) == 0 and len(bank) == N_CLEAN
         rec = {r.name: (i, r) for i, r in enumerate(bank.records)}[decomposed]
-        assert bank.labels[rec[0]] == LABELS.index("pneumonia", "") and bank.known[rec[0]].all()
+        assert bank.targets[rec[0]] == LABELS.index("pneumonia", "") and bank.known[rec[0]].all()
 
 
 def test_labels_are_compared_case_insensitively_and_empty_labels_never_conflict(tmp_path):

@@ -42,7 +42,7 @@ def test_bank_holds_masks_labels_and_nearest_resized_masks(tmp_path):
     write_png(root / "masks" / "a.png", mask)
     (root / "labels.csv").write_text("image,label\na.png,PNEUMONIA\n")
     bank = load_bank(load_source(root).records, 10, ("lungs", "heart"), LABELS)
-    assert bank.labels.tolist() == [1, -1]
+    assert bank.targets.tolist() == [1, -1] and bank.labeled.tolist() == [True, False]
     assert bank.known.tolist() == [[True, False], [False, False]]
     assert set(bank.masks.unique().tolist()) == {0, 1} and bank.masks[0, 0].sum() == 25
 

@@ -10,9 +10,7 @@ from multimix.data.findings import (
     UNCERTAIN,
     UNMENTIONED,
     FindingSpace,
-    pack,
     resolve,
-    unpack,
 )
 from multimix.data.sources import load_source
 
@@ -55,13 +53,12 @@ def test_label_map_and_space_checks():
         FindingSpace(("a",), {"b": "c"})
 
 
-def test_pack_unpack_round_trip_and_unlabeled_rows():
-    codes = [(POSITIVE, UNCERTAIN, UNMENTIONED), (NEGATIVE, NEGATIVE, POSITIVE)]
-    packed = torch.tensor([pack(c) for c in codes] + [-1])
-    out = unpack(packed, 3)
-    assert out[:2].tolist() == [list(c) for c in codes]
-    assert out[2].tolist() == [UNMENTIONED] * 3
-    assert SPACE.index("effusion=1|edema=-1", "x") == pack(codes[0])
+def test_targets_are_one_code_per_finding_and_blank_rows_unmentioned():
+    assert SPACE.encode("effusion=1|edema=-1", "x") == (POSITIVE, UNCERTAIN, UNMENTIONED)
+    assert SPACE.target_shape == (3,) and SPACE.blank == UNMENTIONED
+    # The split's stratum tells label patterns apart.
+    strata = {SPACE.stratum(s, "x") for s in ("effusion", "edema", "effusion|edema", "No Finding")}
+    assert len(strata) == 4
 
 
 CODES = torch.tensor([[POSITIVE, NEGATIVE, UNCERTAIN, UNMENTIONED]])

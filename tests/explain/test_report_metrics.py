@@ -40,7 +40,8 @@ def _bank(n_masked: int) -> Bank:
     known[:n_masked] = True
     masks[n_masked:] = 0
     records = [Record("ph", f"im{i}.png", Path(f"im{i}.png"), f"p{i}") for i in range(N)]
-    return Bank(images, masks, known, torch.arange(N) % 2, records, ("lungs",))
+    labeled = torch.ones(N, dtype=torch.bool)
+    return Bank(images, masks, known, torch.arange(N) % 2, labeled, records, ("lungs",))
 
 
 @pytest.fixture(scope="module")

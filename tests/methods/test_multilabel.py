@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from multimix.core.errors import ConfigError
-from multimix.data.findings import NEGATIVE, POSITIVE, pack
+from multimix.data.findings import NEGATIVE, POSITIVE
 from multimix.methods.multilabel import MultiLabelOptions, auto_pos_weight, multilabel_loss
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.2, 4.0]])
@@ -44,10 +44,9 @@ def test_label_smoothing_and_positive_weights():
 
 def test_auto_pos_weight_is_negatives_over_positives_capped():
     rows = [(POSITIVE, NEGATIVE)] + [(NEGATIVE, NEGATIVE)] * 3
-    packed = torch.tensor([pack(r) for r in rows] + [-1])  # the unlabeled row does not count
-    assert auto_pos_weight(packed, 2).tolist() == [3.0, 4.0]  # no positives: counted as one
-    many = torch.tensor([pack((POSITIVE,))] + [pack((NEGATIVE,))] * 30)
-    assert auto_pos_weight(many, 1).tolist() == [10.0]
+    assert auto_pos_weight(torch.tensor(rows)).tolist() == [3.0, 4.0]  # none: counted as one
+    many = torch.tensor([(POSITIVE,)] + [(NEGATIVE,)] * 30)
+    assert auto_pos_weight(many).tolist() == [10.0]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from multimix.cli.app import app
-from multimix.data.findings import NEGATIVE, POSITIVE, UNCERTAIN, UNMENTIONED, pack
+from multimix.data.findings import NEGATIVE, POSITIVE, UNCERTAIN, UNMENTIONED
 from multimix.engine.inference import Predictions
 from multimix.report import figures
 from multimix.report.html import SourceScores, write_report
@@ -149,7 +149,10 @@ def test_finding_errors_pair_images_with_findings():
         (UNCERTAIN, POSITIVE),  # a: not scored; b: false negative at 0.1
         (NEGATIVE, UNMENTIONED),  # a: false positive at 0.7; b: not scored
     ]
-    bank = SimpleNamespace(labels=torch.tensor([pack(c) for c in codes] + [-1]))
+    bank = SimpleNamespace(
+        targets=torch.tensor([*codes, (UNMENTIONED, UNMENTIONED)]),
+        labeled=torch.tensor([True, True, True, False]),
+    )
     probs = torch.tensor([[0.9, 0.8], [0.95, 0.1], [0.7, 0.05], [0.99, 0.99]])
     preds = Predictions(probs, torch.zeros(0), None, multilabel=True)
     errors = finding_errors(bank, preds, ["a", "b"], {"a": 0.5, "b": 0.5})

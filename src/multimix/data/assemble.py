@@ -133,7 +133,7 @@ def make_split(
             if "seg" in roles[name] and rec.masks:
                 seg_pool.append((name, n))
     label_of = {
-        (s, n): labels.index(sources[s].by_name()[n].label, sources[s].by_name()[n].image)
+        (s, n): labels.stratum(sources[s].by_name()[n].label, sources[s].by_name()[n].image)
         for s, n in class_pool
     }
     if any("class" in r for r in roles.values()) and not class_pool:

@@ -26,7 +26,10 @@ class Bank:
     images: torch.Tensor  # uint8 (N, 1, S, S)
     masks: torch.Tensor  # uint8 (N, K, S, S), 0/1
     known: torch.Tensor  # bool (N, K): which structures have a mask
-    labels: torch.Tensor  # long (N,), -1 where unlabeled (or labels unused)
+    # The task's targets: long (N,) class indices, or (N, F) finding codes; ``labeled`` says
+    # which rows carry one (the others hold the label space's ``blank``).
+    targets: torch.Tensor
+    labeled: torch.Tensor  # bool (N,)
     records: list[Record]
     structures: tuple[str, ...]
 
@@ -46,7 +49,8 @@ class Bank:
             self.images[rows],
             self.masks[rows],
             self.known[rows],
-            self.labels[rows],
+            self.targets[rows],
+            self.labeled[rows],
             [self.records[i] for i in rows.tolist()],
             self.structures,
         )
@@ -69,14 +73,17 @@ def load_bank(
     images = torch.zeros((n, 1, size, size), dtype=torch.uint8)
     masks = torch.zeros((n, k, size, size), dtype=torch.uint8)
     known = torch.zeros((n, k), dtype=torch.bool)
-    targets = torch.full((n,), -1, dtype=torch.long)
+    shape, blank = (labels.target_shape, labels.blank) if labels is not None else ((), -1)
+    targets = torch.full((n, *shape), blank, dtype=torch.long)
+    labeled = torch.zeros(n, dtype=torch.bool)
     kept: list[Record] = []
     with progress_bar(description, total=n) as advance:
         for rec in records:
             i = len(kept)
             try:
                 if labels is not None and rec.label is not None:
-                    targets[i] = labels.index(rec.label, rec.image)
+                    targets[i] = torch.as_tensor(labels.encode(rec.label, rec.image))
+                    labeled[i] = True
                 raw = read_image(rec.image)
                 images[i, 0] = torch.from_numpy(
                     np.rint(resize_image(raw, size) * 255).astype(np.uint8)
@@ -90,9 +97,9 @@ def load_bank(
                         known[i, j] = True
             except DataError as error:
                 handle(bad, error)  # raises unless skipping; the row is then reused
-                targets[i] = -1
+                targets[i], labeled[i] = blank, False
             else:
                 kept.append(rec)
             advance()
-    bank = Bank(images, masks, known, targets, kept, tuple(structures))
+    bank = Bank(images, masks, known, targets, labeled, kept, tuple(structures))
     return bank if len(kept) == n else bank.subset(torch.arange(len(kept)))

@@ -9,9 +9,7 @@ A labels.csv can say which findings an image has in two ways:
   explicit string ``effusion=1|edema=-1`` (see :func:`wide_label`), which can also be written in
   a ``label`` column directly; in this form a finding not listed is *not mentioned*.
 
-Each finding of each image gets one of four codes. They are packed two bits per finding into
-one integer (:func:`pack`), so a multi-label target travels through the same ``long`` label
-tensor, split stratification and bank as a class index does; :func:`unpack` restores them.
+Each finding of each image gets one of four codes; a bank holds them as an (N, F) tensor.
 How uncertain and unmentioned codes become training targets is a policy (:func:`resolve`).
 """
 
@@ -36,8 +34,8 @@ _VALUES["-1.0"] = UNCERTAIN
 class FindingSpace:
     """The task's findings and how raw finding names reach them (case-insensitive).
 
-    Duck-types :class:`~multimix.data.labels.LabelSpace` (``classes``, ``index``), so splits and
-    banks handle multi-label targets unchanged; ``index`` returns the packed codes.
+    Shares :class:`~multimix.data.labels.LabelSpace`'s interface (``classes``, ``encode``,
+    ``stratum``, ``target_shape``, ``blank``), so splits and banks take either.
     """
 
     classes: tuple[str, ...]
@@ -109,20 +107,19 @@ class FindingSpace:
             codes = [NEGATIVE if c == UNMENTIONED else c for c in codes]
         return tuple(codes)
 
-    def index(self, raw: str, where: object) -> int:
-        """Packed codes of a label string (what a bank stores for a multi-label task)."""
-        return pack(self.codes(raw, where))
+    blank = UNMENTIONED  # the codes of a row without a label
 
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        return (len(self.classes),)
 
-def pack(codes: tuple[int, ...] | list[int]) -> int:
-    return sum(int(c) << (2 * i) for i, c in enumerate(codes))
+    def encode(self, raw: str, where: object) -> tuple[int, ...]:
+        """A bank row's target: one code per finding."""
+        return self.codes(raw, where)
 
-
-def unpack(packed: torch.Tensor, n_findings: int) -> torch.Tensor:
-    """(N,) packed codes -> (N, F) codes; an unlabeled row (-1) is unmentioned everywhere."""
-    shifts = 2 * torch.arange(n_findings, device=packed.device)
-    codes = (packed.clamp_min(0)[:, None] >> shifts) & 3
-    return torch.where(packed[:, None] < 0, torch.full_like(codes, UNMENTIONED), codes)
+    def stratum(self, raw: str, where: object) -> int:
+        """The split's stratum of a label: its codes as one integer, two bits per finding."""
+        return sum(int(c) << (2 * i) for i, c in enumerate(self.codes(raw, where)))
 
 
 def resolve(

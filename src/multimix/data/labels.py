@@ -39,6 +39,17 @@ class LabelSpace:
         if unknown:
             raise ConfigError(f"--label-map maps onto {unknown}, which are not in --classes")
 
+    target_shape: tuple[int, ...] = ()  # a bank row's target: one class index
+    blank: int = -1  # the target of a row without a label
+
+    def encode(self, raw: str, where: object) -> int:
+        """A bank row's target: the class index."""
+        return self.index(raw, where)
+
+    def stratum(self, raw: str, where: object) -> int:
+        """The split's stratum of a label: its class."""
+        return self.index(raw, where)
+
     def index(self, raw: str, where: object) -> int:
         """Class index of a raw label; a label that maps nowhere names the file and the label."""
         key = raw.strip().lower()

@@ -13,7 +13,7 @@ import torch
 
 from multimix.data.augment import weak
 from multimix.data.bank import Bank
-from multimix.data.findings import FindingSpace, unpack
+from multimix.data.findings import FindingSpace
 from multimix.data.io import read_image
 from multimix.data.sources import LUNGS
 from multimix.data.streams import Streams
@@ -131,7 +131,7 @@ class MultiLabelStreams(Streams):
         bank, gen = self.bank, self.generator
         rows = self.pools[CLS].next()
         images = bank.float_images(rows)
-        batch.cls_codes = unpack(bank.labels[rows], self.n_findings)
+        batch.cls_codes = bank.targets[rows]
         if (self.boxes is None and not self.zone_labels) or self.lung is None:
             batch.cls_x, _ = weak(images, None, gen, self.augment)
             return batch

@@ -98,7 +98,7 @@ class Streams:
         if CLS in streams:
             rows = self.pools[CLS].next()
             batch.cls_x, _ = weak(bank.float_images(rows), None, gen, cfg)
-            batch.cls_y = bank.labels[rows]
+            batch.cls_y = bank.targets[rows]
         if UNLABELED in streams:
             images = bank.float_images(self.pools[UNLABELED].next())
             batch.weak_x, _ = weak(images, None, gen, cfg)

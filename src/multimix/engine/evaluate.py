@@ -26,8 +26,8 @@ def source_metrics(
     """Metrics for ``rows`` of ``bank``; a block only where the rows carry labels or masks
     (and only the kinds asked for: validation skips a head the method does not train)."""
     out: dict = {"n_images": len(rows)}
-    labels = bank.labels[rows]
-    labeled = (labels >= 0) & score_labels
+    labels = bank.targets[rows]
+    labeled = bank.labeled[rows] & score_labels
     if labeled.any() and preds.multilabel:
         from multimix.engine.multilabel_eval import multilabel_block
 

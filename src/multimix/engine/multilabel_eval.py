@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from multimix.data.bank import Bank, load_bank
-from multimix.data.findings import FindingSpace, unpack
+from multimix.data.findings import FindingSpace
 from multimix.data.multilabel import BankBoxes, box_masks, lung_channel
 from multimix.data.zones import box_zones, lung_zones
 from multimix.engine.inference import Predictions, predict
@@ -25,11 +25,10 @@ def multilabel_block(
     bank: Bank, rows: torch.Tensor, preds: Predictions, findings: tuple[str, ...], thresholds=None
 ) -> dict | None:
     """The ``multilabel`` block for ``rows`` (None when none of them is labeled)."""
-    labels = bank.labels[rows]
-    labeled = labels >= 0
+    labeled = bank.labeled[rows]
     if not labeled.any():
         return None
-    codes = unpack(labels[labeled], len(findings)).numpy()
+    codes = bank.targets[rows][labeled].numpy()
     return multilabel_metrics(preds.probs[labeled].numpy(), codes, findings, thresholds)
 
 
@@ -136,11 +135,11 @@ def write_thresholds(
     thresholds = {f: DEFAULT_THRESHOLD for f in findings}
     n = 0
     if bank is not None and len(rows):
-        rows = rows[bank.labels[rows] >= 0]
+        rows = rows[bank.labeled[rows]]
         n = len(rows)
         if n:
             preds = predict(model, bank.images[rows], device)
-            codes = unpack(bank.labels[rows], len(findings)).numpy()
+            codes = bank.targets[rows].numpy()
             thresholds = choose_thresholds(preds.probs.numpy(), codes, findings)
     body = {"checkpoint": "best", "chosen_on": "val", "n_images": n, "thresholds": thresholds}
     atomic_write_text(Path(run) / THRESHOLDS_FILE, json.dumps(body, indent=2))

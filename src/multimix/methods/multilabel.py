@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from multimix.core.errors import ConfigError
-from multimix.data.findings import POSITIVE, check_policies, resolve, unpack
+from multimix.data.findings import POSITIVE, check_policies, resolve
 from multimix.methods.base import CLS, SEG, UNLABELED, Batch, Method, register
 from multimix.methods.losses import dice_bce, multilabel_pseudo_label_loss
 from multimix.models.heads import zone_logits
@@ -97,9 +97,8 @@ def multilabel_loss(
     return (loss * weight).sum() / weight.sum().clamp_min(1.0)
 
 
-def auto_pos_weight(packed: torch.Tensor, n_findings: int) -> torch.Tensor:
-    """Negatives / positives per finding over labeled rows, in [1, MAX_POS_WEIGHT]."""
-    codes = unpack(packed[packed >= 0], n_findings)
+def auto_pos_weight(codes: torch.Tensor) -> torch.Tensor:
+    """Negatives / positives per finding over labeled rows' codes, in [1, MAX_POS_WEIGHT]."""
     pos = (codes == POSITIVE).sum(0).float()
     neg = (codes == 0).sum(0).float()
     return (neg / pos.clamp_min(1.0)).clamp(1.0, MAX_POS_WEIGHT)

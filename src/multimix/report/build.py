@@ -135,8 +135,8 @@ def error_rows(
     """(heading, caption, rows) of the errors, most confident first: false positives and false
     negatives (positive = ``classes[1]``) for two classes, else the misclassified images.
     Nothing for a source without labels."""
-    labels = bank.labels
-    labeled = labels >= 0
+    labels = bank.targets
+    labeled = bank.labeled
     if not labeled.any() or not len(preds.probs):
         return []
     confidence, pred = preds.probs.max(dim=1)
@@ -169,7 +169,7 @@ def error_galleries(
     out = []
     for heading, what, rows in error_rows(bank, preds, classes):
         titles = [
-            _title(bank, preds, classes, i, f"(true {classes[int(bank.labels[i])]})")
+            _title(bank, preds, classes, i, f"(true {classes[int(bank.targets[i])]})")
             for i in rows.tolist()
         ]
         maps = heatmaps(bank, preds, rows) if heatmaps is not None and len(rows) else None
@@ -193,17 +193,17 @@ def error_galleries(
 
 
 def source_scores(source: str, bank: Bank, preds: Predictions) -> SourceScores:
-    labeled = bank.labels >= 0
+    labeled = bank.labeled
     _, dice = _lung_dice(bank, preds)
     codes = None
-    if preds.multilabel:  # labels are packed finding codes: unpack them for the ROC per finding
+    if preds.multilabel:  # one ROC per finding, from the codes
         from multimix.report.multilabel import finding_codes
 
         codes = finding_codes(bank, preds.probs.shape[1])
     return SourceScores(
         source=source,
         probs=preds.probs[labeled].numpy() if labeled.any() else None,
-        labels=bank.labels[labeled].numpy() if labeled.any() and codes is None else None,
+        labels=bank.targets[labeled].numpy() if labeled.any() and codes is None else None,
         dice=dice.numpy() if len(dice) else None,
         codes=codes,
     )
@@ -284,7 +284,7 @@ def build_report(
         thresholds, note = read_thresholds(Path(run), classes)
         ml_notes = [note] if note else []
     heatmaps, heatmap_name = (None, "")
-    if any((bank.labels >= 0).any() for bank, _ in kept.values()):
+    if any(bank.labeled.any() for bank, _ in kept.values()):
         if multilabel:
             heatmaps, heatmap_name = ml_report.heatmap_maker(Path(run), metrics, method, device)
         else:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from multimix.data.bank import Bank
-from multimix.data.findings import NEGATIVE, POSITIVE, unpack
+from multimix.data.findings import NEGATIVE, POSITIVE
 from multimix.engine.inference import Predictions
 from multimix.report.html import Gallery
 
@@ -47,10 +47,10 @@ def finding_errors(
     """(heading, caption, rows, finding indices) of false positives (most confident first) and
     false negatives (lowest probability first), over (image, finding) pairs with certain
     labels. Nothing for a source without labels."""
-    labeled = bank.labels >= 0
+    labeled = bank.labeled
     if not labeled.any() or not len(preds.probs):
         return []
-    codes = unpack(bank.labels, len(findings))
+    codes = bank.targets
     cut = torch.tensor([thresholds.get(f, 0.5) for f in findings])
     present = preds.probs >= cut[None, :]
     groups = [
@@ -131,5 +131,5 @@ def heatmap_maker(
 
 def finding_codes(bank: Bank, n_findings: int) -> np.ndarray | None:
     """(n, F) codes of the labeled images, in the order of the labeled probabilities."""
-    labeled = bank.labels >= 0
-    return unpack(bank.labels[labeled], n_findings).numpy() if labeled.any() else None
+    labeled = bank.labeled
+    return bank.targets[labeled].numpy() if labeled.any() else None
