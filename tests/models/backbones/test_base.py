@@ -12,7 +12,8 @@ from torch import nn
 
 import multimix.models.backbones as backbones_pkg
 from multimix.config import TrainConfig
-from multimix.core.errors import ConfigError
+from multimix.core.errors import CheckpointError, ConfigError
+from multimix.engine.checkpoint import load_weights, save_weights
 from multimix.models.backbones import (
     BACKBONES,
     Backbone,
@@ -22,6 +23,7 @@ from multimix.models.backbones import (
     register_backbone,
 )
 from multimix.models.backbones import base as registry
+from multimix.models.blocks import norm_layer
 from multimix.models.net import ModelConfig, MultiMixNet
 
 
@@ -116,7 +118,7 @@ class PlainEncoder(Backbone):
             nn.Sequential(
                 nn.MaxPool2d(2) if i else nn.Identity(),
                 nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
-                nn.BatchNorm2d(chans[i + 1]),
+                norm_layer(norm, chans[i + 1]),
                 nn.ReLU(inplace=True),
             )
             for i in range(len(widths))
@@ -152,6 +154,19 @@ def test_a_backbone_defined_outside_the_package_builds_a_network():
     assert [f.shape[1] for f in feats] == [4, 8, 8, 16, 16]
     out = net.eval()(torch.rand(2, 1, 32, 32))
     assert out["mask_logits"].shape == (2, 1, 32, 32) and out["saliency"].shape == (2, 1, 32, 32)
+
+
+def test_a_checkpoint_of_an_unregistered_backbone_is_a_one_line_error(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    register_backbone("plain")(PlainEncoder)
+    try:
+        save_weights(path, MultiMixNet(ModelConfig(widths=(4, 8), backbone="plain")))
+    finally:
+        BACKBONES.pop("plain")
+    with pytest.raises(CheckpointError) as err:
+        load_weights(path)
+    assert "\n" not in str(err.value) and "unknown backbone 'plain'" in str(err.value)
+    assert "unet" in str(err.value)
 
 
 def test_a_backbone_at_other_strides_is_refused_by_the_decoder():
