@@ -11,6 +11,7 @@ from multimix.data.augment import AugmentConfig
 from multimix.data.bad_inputs import check_policy
 from multimix.methods.base import LossWeights
 from multimix.methods.multilabel import MultiLabelOptions
+from multimix.models.backbones import backbone_class
 
 
 @dataclass
@@ -44,6 +45,7 @@ class TrainConfig:
     val_every: int = 50
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     norm: str = "batch"
+    backbone: str = "unet"  # the encoder, by its name in multimix.models.backbones
     dropout: float = 0.2
     threads: int | None = None
     on_bad_input: str = "error"  # "skip": leave bad files out, listed in RUN/skipped.csv
@@ -80,6 +82,7 @@ class TrainConfig:
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("--val-fraction plus --test-fraction must leave images to train on")
         check_policy(self.on_bad_input)
+        backbone_class(self.backbone)  # unknown: a ConfigError naming the registered ones
 
     def _validate_task(self) -> None:
         """``--task multilabel`` trains with ``--method multilabel`` (supervised) or

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from multimix.core.atomic import atomic_write
-from multimix.core.errors import CheckpointError
+from multimix.core.errors import CheckpointError, ConfigError
 from multimix.models.net import ModelConfig, MultiMixNet
 
 FORMAT = "multimix-checkpoint-1"
@@ -45,6 +45,8 @@ def load_weights(path: Path, device: torch.device | str = "cpu") -> MultiMixNet:
     try:
         cfg = ModelConfig.from_dict(json.loads(meta["model"]))
         model = MultiMixNet(cfg)
+    except ConfigError as exc:  # a backbone whose module is not imported in this process
+        raise CheckpointError(path, f"cannot rebuild the model ({exc})") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(path, f"model description is damaged ({exc})") from None
     try:

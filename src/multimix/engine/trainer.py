@@ -147,6 +147,7 @@ class Trainer:
             n_structures=len(cfg.structures),
             widths=tuple(cfg.widths),
             norm=cfg.norm,
+            backbone=cfg.backbone,
             bridge=self.method.uses_bridge,
             dropout=cfg.dropout,
             **tasks.model_options(cfg),

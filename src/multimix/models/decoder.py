@@ -30,17 +30,29 @@ class Decoder(nn.Module):
     """Bottleneck (+ bridge channels) -> upsample and merge each skip -> one logit per structure."""
 
     def __init__(
-        self, widths: tuple[int, ...], out_channels: int, norm: str, extra_channels: int = 0
+        self,
+        channels: tuple[int, ...],
+        out_channels: int,
+        norm: str,
+        extra_channels: int = 0,
+        strides: tuple[int, ...] | None = None,
     ) -> None:
+        """``channels`` per encoder level, shallow first. Each stage upsamples by 2 and the head
+        predicts at level 0's resolution, so the levels' ``strides`` (when given, as a backbone
+        declares them) must be 1, 2, 4, ..."""
         super().__init__()
-        deep = widths[-1]
+        if strides is not None and tuple(strides) != tuple(2**i for i in range(len(channels))):
+            raise ValueError(
+                f"the U-Net decoder needs encoder levels at strides 1, 2, 4, ..., not {strides}"
+            )
+        deep = channels[-1]
         self.first = ConvBlock(deep + extra_channels, deep, norm)
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
-        for i in range(len(widths) - 1, 0, -1):
-            self.up.append(UpConv(widths[i], widths[i - 1]))
-            self.merge.append(ConvBlock(2 * widths[i - 1], widths[i - 1], norm))
-        self.head = PixelLinear(widths[0], out_channels)
+        for i in range(len(channels) - 1, 0, -1):
+            self.up.append(UpConv(channels[i], channels[i - 1]))
+            self.merge.append(ConvBlock(2 * channels[i - 1], channels[i - 1], norm))
+        self.head = PixelLinear(channels[0], out_channels)
 
     def forward(self, feats: list[torch.Tensor], extra: torch.Tensor | None = None) -> torch.Tensor:
         x = feats[-1] if extra is None else torch.cat([feats[-1], extra], dim=1)

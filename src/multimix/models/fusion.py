@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
-
+from multimix.models.backbones import fold_sequentials
 from multimix.models.net import MultiMixNet
 
 
@@ -15,15 +13,13 @@ def folded_for_inference(model: MultiMixNet) -> MultiMixNet:
 
     In eval mode batch norm is a per-channel scale and shift, so it folds into the weights and
     bias of the conv before it: the same outputs, with one pass over every feature map less in
-    the forward and in the saliency's backward. The model passed in is left as it was.
+    the forward and in the saliency's backward. The model passed in is left as it was. A
+    backbone that is not ``foldable`` keeps its batch norms; the rest of the network is folded.
     """
     folded = copy.deepcopy(model).eval()  # fused weights keep the copied ones' memory format
-    for seq in folded.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        for i in range(len(seq) - 1):
-            conv, norm = seq[i], seq[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
-                seq[i] = fuse_conv_bn_eval(conv, norm)
-                seq[i + 1] = nn.Identity()
+    for name, part in folded.named_children():
+        if name != "encoder":  # the heads, bridge and decoder: conv -> norm in Sequentials
+            fold_sequentials(part)
+    if folded.foldable:  # the backbone's layout is its own: it says whether, and how
+        folded.encoder.fold_batch_norm()
     return folded

@@ -15,18 +15,30 @@ from torch import nn
 from multimix.data.zones import zone_onehot
 from multimix.models.blocks import PixelLinear
 
-LOCALIZATION_LEVEL = 2  # encoder level (resolution 1/2**level) the maps are computed from
+LOCALIZATION_STRIDE = 4  # the maps are computed from the encoder level at 1/4 resolution
+LOCALIZATION_LEVEL = 2  # that level for the default backbone (strides 1, 2, 4, ...)
+
+
+def localization_level(strides: tuple[int, ...]) -> int:
+    """The index of the backbone level at ``LOCALIZATION_STRIDE``; one must exist."""
+    if LOCALIZATION_STRIDE not in strides:
+        raise ValueError(
+            f"the localization head needs an encoder level at stride {LOCALIZATION_STRIDE}; "
+            f"this backbone's strides are {tuple(strides)}"
+        )
+    return list(strides).index(LOCALIZATION_STRIDE)
 
 
 class FindingMaps(nn.Module):
     """One activation map per finding from the shared encoder's features."""
 
-    def __init__(self, in_channels: int, n_findings: int) -> None:
+    def __init__(self, in_channels: int, n_findings: int, level: int = LOCALIZATION_LEVEL) -> None:
         super().__init__()
+        self.level = level  # which of the encoder's feature maps (see localization_level)
         self.conv = PixelLinear(in_channels, n_findings)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        return self.conv(feats[LOCALIZATION_LEVEL])
+        return self.conv(feats[self.level])
 
 
 def zone_logits(maps: torch.Tensor, zones: torch.Tensor) -> torch.Tensor:

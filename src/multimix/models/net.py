@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multimix.models.backbones import DEFAULT_BACKBONE, Backbone, EncoderTrace, get_backbone
 from multimix.models.blocks import norm_layer
 from multimix.models.decoder import Decoder
-from multimix.models.encoder import Encoder, EncoderTrace
 from multimix.models.saliency import input_saliency
 
 BRIDGE_CHANNELS = 16
@@ -30,6 +30,11 @@ class ModelConfig:
     in_channels: int = 1
     task: str = "multiclass"  # or "multilabel": one sigmoid output per finding
     localization: bool = False  # per-finding activation maps (models.heads.FindingMaps)
+    # The encoder, by its name in models.backbones; metadata written before there was a choice
+    # has no such key and gets the encoder of that time. ``widths``, ``norm`` and
+    # ``in_channels`` are passed to every backbone; options only some take go here.
+    backbone: str = DEFAULT_BACKBONE
+    backbone_options: dict = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,21 +72,32 @@ class MultiMixNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg.in_channels, cfg.widths, cfg.norm)
+        # Built first, as before there was a registry: parameters are drawn in the same order.
+        self.encoder: Backbone = get_backbone(
+            cfg.backbone,
+            in_channels=cfg.in_channels,
+            widths=tuple(cfg.widths),
+            norm=cfg.norm,
+            **cfg.backbone_options,
+        )
+        channels, strides = self.encoder.channels, self.encoder.strides
         self.classifier = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
             nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.widths[-1], cfg.n_classes),
+            nn.Linear(channels[-1], cfg.n_classes),
         )
         self.bridge = SaliencyBridge(cfg.in_channels, cfg.norm) if cfg.bridge else None
         extra = BRIDGE_CHANNELS if cfg.bridge else 0
-        self.decoder = Decoder(cfg.widths, cfg.n_structures, cfg.norm, extra_channels=extra)
+        self.decoder = Decoder(
+            channels, cfg.n_structures, cfg.norm, extra_channels=extra, strides=strides
+        )
         self.localizer = None
         if cfg.localization:
-            from multimix.models.heads import LOCALIZATION_LEVEL, FindingMaps
+            from multimix.models.heads import FindingMaps, localization_level
 
-            self.localizer = FindingMaps(cfg.widths[LOCALIZATION_LEVEL], cfg.n_classes)
+            level = localization_level(strides)
+            self.localizer = FindingMaps(channels[level], cfg.n_classes, level=level)
 
     def activation_maps(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Per-finding maps: the localization head's, else the classifier's CAM."""
@@ -109,8 +125,14 @@ class MultiMixNet(nn.Module):
 
     @property
     def traceable(self) -> bool:
-        """Whether ``encode`` can trace its pass for ``models.saliency.traced_saliency``."""
+        """Whether ``encode`` can trace its pass for ``models.saliency.traced_saliency``: the
+        backbone's to say (a residual or per-image-normalised encoder cannot be walked back)."""
         return self.encoder.traceable
+
+    @property
+    def foldable(self) -> bool:
+        """Whether ``models.fusion`` may fold the backbone's batch norms into its convs."""
+        return self.encoder.foldable
 
     def encode(self, x: torch.Tensor, trace: EncoderTrace | None = None) -> list[torch.Tensor]:
         """Feature maps per level; with ``trace``, also what a saliency walk-back needs."""

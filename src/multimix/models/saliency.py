@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from multimix.models.encoder import EncoderTrace
+from multimix.models.backbones.base import EncoderTrace
 
 
 def input_saliency(logits: torch.Tensor, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:

@@ -1,0 +1,28 @@
+"""Encoders the network can be built on; see ``base`` for the contract and the registry."""
+
+from multimix.models.backbones.base import (
+    BACKBONES,
+    Backbone,
+    EncoderTrace,
+    TracedLayer,
+    available_backbones,
+    backbone_class,
+    fold_sequentials,
+    get_backbone,
+    register_backbone,
+)
+
+DEFAULT_BACKBONE = "unet"
+
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_BACKBONE",
+    "Backbone",
+    "EncoderTrace",
+    "TracedLayer",
+    "available_backbones",
+    "backbone_class",
+    "fold_sequentials",
+    "get_backbone",
+    "register_backbone",
+]
