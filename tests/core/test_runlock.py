@@ -73,9 +73,8 @@ def test_second_process_is_refused_with_the_holders_pid(held):
         "or stop it, before starting another training in this folder"
     )
     assert holder(run) == proc.pid
-    with pytest.raises(ConfigError, match=rf"is in use by process {proc.pid}"):
-        with run_lock(run):
-            pass
+    with pytest.raises(ConfigError, match=rf"is in use by process {proc.pid}"), run_lock(run):
+        pass
 
 
 def test_lock_is_released_on_exit_and_after_a_kill(held):
@@ -88,10 +87,9 @@ def test_lock_is_released_on_exit_and_after_a_kill(held):
 
 
 def test_released_on_an_exception(tmp_path):
-    with pytest.raises(RuntimeError):
-        with run_lock(tmp_path):
-            assert holder(tmp_path) == os.getpid()
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), run_lock(tmp_path):
+        assert holder(tmp_path) == os.getpid()
+        raise RuntimeError("boom")
     assert holder(tmp_path) is None
     assert _try(tmp_path) == "got it"
 

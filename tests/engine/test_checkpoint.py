@@ -111,7 +111,7 @@ def test_crash_between_the_renames_resumes_from_a_consistent_pair(tmp_path, monk
     """A crash (here: an exception no handler sees) before the first or the second rename."""
     import multimix.engine.checkpoint as ckpt
 
-    old, new = _saved_pair(tmp_path)
+    _, new = _saved_pair(tmp_path)
     real, calls = ckpt.os.replace, []
 
     def replace(src, dst):

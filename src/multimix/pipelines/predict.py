@@ -96,7 +96,7 @@ def collect_inputs(
             names = ", ".join(printable_path(p.name) for p in others[:_SHOWN])
             more = f" and {len(others) - _SHOWN} more" if len(others) > _SHOWN else ""
             notes.append(
-                f"skipped {len(others)} file(s) in {item} that are not images: {names}{more}"
+                f"skipped {len(others)} non-image file(s) in {printable_path(item)}: {names}{more}"
             )
         if not found:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
