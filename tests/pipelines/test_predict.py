@@ -199,7 +199,7 @@ def test_shared_layout_folder_predicts_images_only(run_dir, phantom_dirs, tmp_pa
     assert result.exit_code == 0, result.output
     assert "3 predicted, 0 failed" in result.output
     assert f"note: skipped {data / 'masks'}" in result.output
-    assert f"note: predicting 3 image(s) from {data / 'images'}" in result.output
+    assert f"note: predicting 3 image(s) from {data / 'images'} (shared layout)" in result.output
     rows = read_csv(tmp_path / "pred" / "predictions.csv")
     assert sorted(Path(r["image"]).name for r in rows) == sorted([*names, "IM0001"])
     assert (tmp_path / "pred" / "masks" / "IM0001.png").is_file()

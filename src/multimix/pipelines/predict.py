@@ -101,8 +101,9 @@ def collect_inputs(
         if not found:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise DataError(item, f"no image files ({suffixes}) in this folder or its sub-folders")
-        where = item / "images" if (item / "images").is_dir() else item
-        notes.append(f"predicting {len(found)} image(s) from {printable_path(where)}")
+        if (item / "images").is_dir():
+            where = printable_path(item / "images")
+            notes.append(f"predicting {len(found)} image(s) from {where} (shared layout)")
         for path in found:
             add(path)
     return paths
