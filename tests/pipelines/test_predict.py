@@ -172,3 +172,65 @@ def test_user_errors_are_one_line(run_dir, inputs, tmp_path):
 def test_unique_stems():
     paths = [Path("a/x.png"), Path("b/x.dcm"), Path("c/X.png"), Path("x-2.png"), Path("y.png")]
     assert unique_stems(paths) == ["x", "x-2", "X-3", "x-2-2", "y"]
+
+
+# --------------------------------------------------------------------------- what is an input
+
+
+def _copy_phantoms(phantom_dirs, folder: Path, n: int = 2) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for src in sorted((phantom_dirs["seg"] / "images").glob("*.png"))[:n]:
+        shutil.copy(src, folder / src.name)
+        names.append(src.name)
+    return names
+
+
+def test_shared_layout_folder_predicts_images_only(run_dir, phantom_dirs, tmp_path):
+    data = tmp_path / "data"
+    names = _copy_phantoms(phantom_dirs, data / "images")
+    (data / "masks").mkdir()
+    for name in names:  # lung masks: must never be predicted as radiographs
+        shutil.copy(phantom_dirs["seg"] / "masks" / name, data / "masks" / name)
+    save_dicom(
+        data / "images" / "IM0001", (np.arange(48 * 40).reshape(48, 40) % 900).astype(np.uint16)
+    )
+    result = invoke("predict", run_dir, data, "--out", tmp_path / "pred")
+    assert result.exit_code == 0, result.output
+    assert "3 predicted, 0 failed" in result.output
+    assert f"note: skipped {data / 'masks'}" in result.output
+    assert f"note: predicting 3 image(s) from {data / 'images'} (shared layout)" in result.output
+    rows = read_csv(tmp_path / "pred" / "predictions.csv")
+    assert sorted(Path(r["image"]).name for r in rows) == sorted([*names, "IM0001"])
+    assert (tmp_path / "pred" / "masks" / "IM0001.png").is_file()
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["out-is-input", "out-inside-input"])
+def test_predicting_twice_into_the_input_folder_never_reads_its_output(
+    run_dir, phantom_dirs, tmp_path, inside
+):
+    folder = tmp_path / "xrays"
+    names = _copy_phantoms(phantom_dirs, folder)
+    out = folder / "pred" if inside else folder
+    for _ in range(2):
+        result = invoke("predict", run_dir, folder, "--out", out)
+        assert result.exit_code == 0, result.output
+        assert f"{len(names)} predicted, 0 failed" in result.output
+    assert "note: skipped" in result.output
+    rows = read_csv(out / "predictions.csv")
+    assert sorted(Path(r["image"]).name for r in rows) == names
+
+
+def test_collect_inputs_says_what_it_skipped(tmp_path, phantom_dirs):
+    folder = tmp_path / "xrays"
+    _copy_phantoms(phantom_dirs, folder)
+    (folder / "notes.txt").write_text("x")
+    earlier = folder / "old-pred"
+    _copy_phantoms(phantom_dirs, earlier / "masks")
+    (earlier / "predictions.csv").write_text("image\n")
+    _copy_phantoms(phantom_dirs, earlier)  # images directly in an earlier output: skipped too
+    notes: list[str] = []
+    paths = collect_inputs([folder], out=tmp_path / "elsewhere", notes=notes)
+    assert [p.parent for p in paths] == [folder, folder]
+    assert f"skipped {earlier} (not inputs: masks or prediction output)" in notes
+    assert f"skipped 1 non-image file(s) in {folder}: notes.txt" in notes

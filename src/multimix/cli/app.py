@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from multimix.core.errors import ConfigError, MultimixError
+from multimix.core.writable import check_writable_dir, check_writable_file  # robust
 
 app = typer.Typer(
     add_completion=False,
@@ -228,6 +229,9 @@ def evaluate(
         raise ConfigError("give at least one --data DIR to evaluate on")
     if part not in ("test", "val"):
         raise ConfigError("--part must be test or val")
+    check_writable_file(out)  # robust
+    if report is not None:  # robust
+        check_writable_dir(report, "--report")  # robust
     metrics, kept = evaluate_run(
         run,
         [str(d) for d in data],
@@ -333,6 +337,7 @@ def phantom(
     """Write synthetic chest radiographs with exact masks and labels."""
     from multimix.data.phantom import write_source
 
+    check_writable_dir(out)  # robust
     try:
         path = write_source(
             out, count, seed, size, positive_fraction, mask_fraction, label_fraction, style,
@@ -355,6 +360,7 @@ def demo(
     """Phantom data -> MultiMix training -> metrics.json and report.html, in one go."""
     from multimix.pipelines.demo import run_demo
 
+    check_writable_dir(out)  # robust
     run_demo(out, minutes, seed)
 
 
@@ -380,6 +386,7 @@ def pseudo_masks(
         raise ConfigError("give at least one --data DIR")
     if part not in ("train", "all"):
         raise ConfigError("--part must be train or all")
+    check_writable_dir(out)  # robust
     count = write_pseudo_masks(
         run, [str(d) for d in data], out, method, part, limit, MaskRecipe(area=area),
         batch_size, device,
@@ -418,6 +425,7 @@ def bench(
         steps=steps, seconds=seconds, matmul_size=matmul_size, matmul_repeats=matmul_repeats,
         profile_steps=profile_steps,
     )  # fmt: skip
+    check_writable_file(out, example="bench.json")  # robust
     r = write_bench(cfg, out, log=console.log)
     typer.echo(
         f"peak {r['peak_gflops']:.1f} GFLOP/s | training {r['train_images_per_s']:.2f} img/s "

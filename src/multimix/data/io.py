@@ -21,17 +21,20 @@ import numpy as np
 import pydicom
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
-from pydicom.dataset import Dataset
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from multimix.core.atomic import atomic_write
 from multimix.core.errors import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "image_stem",
     "is_image_file",
+    "looks_like_image",
     "read_image",
     "read_mask",
     "resize_image",
@@ -61,6 +64,30 @@ def is_image_file(path: Path) -> bool:
     """
     path = Path(path)
     return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def looks_like_image(path: str | Path) -> bool:
+    """:func:`is_image_file`, or a DICOM file recognised by its content whatever its name.
+
+    Scanners and PACS exports often write DICOM without an extension (``IM0001``) or with
+    a UID as the name (``1.2.840.113619.2.55.3.123``). A file whose suffix is not an image
+    suffix counts when it has the ``DICM`` magic at offset 128, or, for names without a suffix
+    or with a numeric one, when pydicom reads it (``force=True``) as a dataset with pixel data.
+    Hidden files never count.
+    """
+    path = Path(path)
+    if path.name.startswith("."):
+        return False
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    return _dicom_by_content(path)
+
+
+def image_stem(path: str | Path) -> str:
+    """The name an image is matched by (masks, outputs): its stem when it has an image
+    suffix, else its whole name (``IM0001``, ``1.2.840.10008.123``)."""
+    path = Path(path)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
 
 
 def read_image(path: str | Path, max_pixels: int = _DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -185,16 +212,49 @@ def _check_file(path: Path) -> bytes:
 
 
 def _is_dicom(path: Path, head: bytes) -> bool:
-    """DICOM by suffix or by magic bytes; raise for a suffix we cannot read at all."""
+    """DICOM by suffix, magic bytes or content; raise for a file we cannot read at all."""
     suffix = path.suffix.lower()
     if suffix in _DICOM_SUFFIXES:
         return True
     if head[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC)] == _DICOM_MAGIC:
         return True
+    if suffix not in IMAGE_SUFFIXES and _may_be_bare_dicom(path) and _forced_dicom(path):
+        return True
     if suffix not in IMAGE_SUFFIXES:
         expected = ", ".join(sorted(IMAGE_SUFFIXES))
         raise DataError(path, f"unsupported file type {suffix or '(no suffix)'!r} ({expected})")
     return False
+
+
+def _dicom_by_content(path: Path) -> bool:
+    """DICM magic at offset 128, or (bare names only) a forced pydicom read with pixel data."""
+    try:
+        if not path.is_file():
+            return False
+        with path.open("rb") as fh:
+            head = fh.read(_DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC))
+    except OSError:
+        return False
+    if head[_DICOM_MAGIC_OFFSET:] == _DICOM_MAGIC:
+        return True
+    return _may_be_bare_dicom(path) and len(head) >= 8 and _forced_dicom(path)
+
+
+def _may_be_bare_dicom(path: Path) -> bool:
+    """Names that old DICOM exports use: no suffix, or a numeric one (UID-style names)."""
+    suffix = path.suffix
+    return suffix == "" or suffix[1:].isdigit()
+
+
+def _forced_dicom(path: Path) -> bool:
+    """Whether pydicom, forced, finds an image (pixel data, rows, columns) in ``path``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True, defer_size=256)
+            return "PixelData" in ds and int(ds.Rows) > 0 and int(ds.Columns) > 0
+    except Exception:  # anything that is not DICOM fails in its own way
+        return False
 
 
 def _reason(exc: BaseException) -> str:
@@ -273,7 +333,22 @@ def _open_pil(path: Path, max_pixels: int) -> Iterator[Image.Image]:
                 ) from None
             except Exception as exc:
                 raise DataError(path, f"not a readable image: {_reason(exc)}") from None
-            yield img
+            yield _upright(path, img)
+
+
+def _upright(path: Path, img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (phones and some viewers save JPEGs rotated with a tag), so
+    an image and its mask come out the way a viewer shows them."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: the pixels are still good
+        return img
+    if orientation in (None, 1):
+        return img
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as exc:
+        raise DataError(path, f"cannot apply its EXIF orientation: {_reason(exc)}") from None
 
 
 def _pil_to_float(path: Path, img: Image.Image) -> np.ndarray:
@@ -370,6 +445,8 @@ def _read_dicom_pixels(path: Path, max_pixels: int) -> tuple[np.ndarray, Dataset
 
     file_meta = getattr(ds, "file_meta", None)
     syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if syntax is None:
+        syntax = _assume_transfer_syntax(ds)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -400,6 +477,20 @@ def _read_dicom_pixels(path: Path, max_pixels: int) -> tuple[np.ndarray, Dataset
     if pixels.ndim not in (2, 3) or pixels.shape[:2] != (rows, columns):
         raise DataError(path, f"not a readable image: unexpected pixel shape {pixels.shape}")
     return pixels, ds
+
+
+def _assume_transfer_syntax(ds: Dataset) -> UID:
+    """Older exports have no file meta: use the encoding pydicom found while parsing the
+    dataset, or the DICOM default, implicit VR little endian."""
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or implicit:
+        syntax = ImplicitVRLittleEndian
+    else:
+        syntax = ExplicitVRLittleEndian if little or little is None else ExplicitVRBigEndian
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    return syntax
 
 
 def _read_dicom_image(path: Path, max_pixels: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from multimix.core.errors import DataError
 from multimix.data.bad_inputs import BadInputs, handle
-from multimix.data.io import is_image_file
+from multimix.data.io import image_stem, looks_like_image
 
 LUNGS = "lungs"
 
@@ -94,13 +94,14 @@ def _listing(folder: Path) -> list[Path]:
 
 
 def _has_images(folder: Path) -> bool:
-    return any(is_image_file(p) and p.is_file() for p in _listing(folder))
+    return any(looks_like_image(p) and p.is_file() for p in _listing(folder))
 
 
 def _images_in(folder: Path, bad: BadInputs | None) -> list[Path]:
-    """Image files of ``folder``, sorted. A name that is not UTF-8 is a bad input: it cannot
-    be written to labels.csv, split.json or a report."""
-    found = [p for p in _listing(folder) if is_image_file(p) and p.is_file()]
+    """Image files of ``folder``, sorted (DICOM without an extension included, recognised by
+    content). A name that is not UTF-8 is a bad input: it cannot be written to labels.csv,
+    split.json or a report."""
+    found = [p for p in _listing(folder) if p.is_file() and looks_like_image(p)]
     return _utf8_named(found, "file", bad)
 
 
@@ -158,6 +159,8 @@ def _read_csv(
     rows = []
     for row in reader:
         values = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k}
+        if not any(values.values()):
+            continue  # ",,," from a spreadsheet export: as empty as a blank line
         rows.append((reader.line_num, values))
     return rows
 
@@ -247,16 +250,35 @@ def _patients(path: Path, by_key: dict[str, str], bad: BadInputs | None) -> dict
 def _masks(
     folder: Path, by_key: dict[str, str], bad: BadInputs | None
 ) -> dict[str, dict[str, Path]]:
-    """``masks/*.png`` are lungs; ``masks/<structure>/*.png`` are other structures."""
+    """``masks/*.png`` are lungs; ``masks/<structure>/*.png`` are other structures.
+
+    A mask belongs to the image of the same name without extension, so ``a.png`` is the mask
+    of ``a.jpg`` (or of ``a.dcm``, or of an extensionless DICOM ``a``); an image of exactly the
+    mask's name comes first. Otherwise a mask whose name fits two images (``a.jpg`` and
+    ``a.dcm``) is an error: it cannot be told which it is.
+    """
+    stems: dict[str, list[str]] = {}
+    for name in by_key.values():
+        stems.setdefault(_key(image_stem(name)), []).append(name)
     out: dict[str, dict[str, Path]] = {}
     groups = [(LUNGS, folder)] + [(d.name, d) for d in _listing(folder) if d.is_dir()]
     for structure, sub in groups:
         for mask in _images_in(sub, bad):
-            image = by_key.get(_key(mask.name))
-            if image is None:
-                handle(bad, DataError(mask, "mask has no image of the same name in images/"))
+            exact = by_key.get(_key(mask.name))
+            matches = [exact] if exact else stems.get(_key(image_stem(mask.name)), [])
+            if not matches:
+                message = "mask has no image of the same name (without extension) in images/"
+                handle(bad, DataError(mask, message))
                 continue
-            out.setdefault(image, {})[structure] = mask
+            if len(matches) > 1:
+                shown = " and ".join(sorted(matches))
+                message = (
+                    f"mask fits two images, {shown}: masks match images by name without "
+                    "extension, so rename one of the images"
+                )
+                handle(bad, DataError(mask, message))
+                continue
+            out.setdefault(matches[0], {})[structure] = mask
     return out
 
 

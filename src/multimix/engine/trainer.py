@@ -21,6 +21,8 @@ from multimix import tasks
 from multimix.config import TrainConfig
 from multimix.core.errors import CheckpointError, ConfigError
 from multimix.core.progress import console, progress_bar
+from multimix.core.runlock import run_lock  # robust
+from multimix.core.writable import check_writable_dir  # robust
 from multimix.data.assemble import (
     PRETRAIN,
     TrainingData,
@@ -204,7 +206,6 @@ class Trainer:
         ranks = distributed.gather(self._rank_state(), self.world)
         if not self.world.main:
             return
-        ckpt.save_weights(self.ckpt_dir / f"{tag}.safetensors", self.model)
         state = {
             "step": self.step,
             "elapsed": self.elapsed,
@@ -214,17 +215,17 @@ class Trainer:
             **ranks[0],
             "other_ranks": ranks[1:],
         }
-        ckpt.save_state(self.ckpt_dir / f"{tag}.state.pt", state)
+        ckpt.save_pair(self.ckpt_dir, tag, self.model, state)  # robust: weights+state pair
 
     def _load_last(self) -> None:
+        ckpt.recover_pair(self.ckpt_dir)  # robust: finish a save a crash interrupted
         weights = self.ckpt_dir / "last.safetensors"
         if not weights.exists():
             return  # interrupted before the first checkpoint: start from step 0
-        loaded = ckpt.load_weights(weights, self.device)
+        loaded, state = ckpt.load_pair(self.ckpt_dir, "last", self.device)  # robust
         if loaded.cfg != self.model.cfg:
             raise CheckpointError(weights, "checkpoint was made for a different network")
         self.model.load_state_dict(loaded.state_dict())
-        state = ckpt.load_state(self.ckpt_dir / "last.state.pt")
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.world.size:
             raise CheckpointError(
@@ -386,17 +387,25 @@ def train(cfg: TrainConfig) -> Path:
     if (run / "checkpoints" / "last.safetensors").exists():
         raise ConfigError(f"{run} already holds a run; use --resume {run} or another --out")
     cfg.validate()
-    if int(os.environ.get("RANK", 0)) == 0:
+    main = int(os.environ.get("RANK", 0)) == 0
+    if main:
+        check_writable_dir(run)  # robust: before any long work
         run.mkdir(parents=True, exist_ok=True)
-        cfg.save(run)
-    return _fit(cfg, resume=False)
+    with run_lock(run, enabled=main):  # robust: one process per run folder
+        if main:
+            cfg.save(run)
+        return _fit(cfg, resume=False)
 
 
 def resume(run: Path) -> Path:
     """Continue the run in ``run`` from its last checkpoint."""
     cfg = TrainConfig.load(run)
     cfg.out = str(run)
-    return _fit(cfg, resume=True)
+    main = int(os.environ.get("RANK", 0)) == 0
+    if main:
+        check_writable_dir(run, option="--resume")  # robust
+    with run_lock(run, enabled=main):  # robust: one process per run folder
+        return _fit(cfg, resume=True)
 
 
 def _fit(cfg: TrainConfig, resume: bool) -> Path:

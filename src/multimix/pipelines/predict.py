@@ -22,7 +22,14 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 
 from multimix.core.errors import ConfigError, DataError, printable_path
-from multimix.data.io import IMAGE_SUFFIXES, is_image_file, read_image, resize_image, write_png
+from multimix.data.io import (
+    IMAGE_SUFFIXES,
+    image_stem,
+    looks_like_image,
+    read_image,
+    resize_image,
+    write_png,
+)
 
 __all__ = ["OVERLAY_MAX_SIDE", "PredictSummary", "collect_inputs", "predict_paths"]
 
@@ -47,15 +54,29 @@ class PredictSummary:
         return len(self.failures)
 
 
-def collect_inputs(inputs: list[Path]) -> list[Path]:
+_OUTPUT_DIRS = ("masks", "overlays", "explanations")  # what predict writes into --out
+_SHOWN = 5
+
+
+def collect_inputs(
+    inputs: list[Path], out: Path | None = None, notes: list[str] | None = None
+) -> list[Path]:
     """Image files named directly, and the images in named folders and their sub-folders.
 
     Files named directly are always kept (reading them decides whether they are images); in a
-    folder, only files that look like images (:func:`is_image_file`) directly in it or one
-    sub-folder down are taken, in name order. A folder without any is an error.
+    folder, only files that look like images (:func:`~multimix.data.io.looks_like_image`, so
+    DICOM without an extension too) directly in it or one sub-folder down are taken, in name
+    order. A folder without any is an error.
+
+    What is not a radiograph is left out, and said in ``notes``: in a data folder of the shared
+    layout (it has ``images/``) only ``images/`` is read, never its ``masks/``; the output
+    folder ``out`` and the output of any earlier prediction (a folder with ``predictions.csv``)
+    are skipped, so predicting twice into the input folder never predicts its own masks.
     """
+    notes = notes if notes is not None else []
     paths: list[Path] = []
     seen: set[Path] = set()
+    outputs = _output_dirs(out)
 
     def add(path: Path) -> None:
         key = path.resolve()
@@ -67,22 +88,82 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
         if not item.is_dir():
             add(item)
             continue
-        found = _images_in(item)
-        for sub in sorted(p for p in item.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            found += _images_in(sub)
+        found, skipped, others = _folder_inputs(item, outputs)
+        if skipped:
+            shown = ", ".join(printable_path(p) for p in skipped)
+            notes.append(f"skipped {shown} (not inputs: masks or prediction output)")
+        if others:
+            names = ", ".join(printable_path(p.name) for p in others[:_SHOWN])
+            more = f" and {len(others) - _SHOWN} more" if len(others) > _SHOWN else ""
+            notes.append(
+                f"skipped {len(others)} non-image file(s) in {printable_path(item)}: {names}{more}"
+            )
         if not found:
             suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
             raise DataError(item, f"no image files ({suffixes}) in this folder or its sub-folders")
+        if (item / "images").is_dir():
+            where = printable_path(item / "images")
+            notes.append(f"predicting {len(found)} image(s) from {where} (shared layout)")
         for path in found:
             add(path)
     return paths
 
 
-def _images_in(folder: Path) -> list[Path]:
+def _output_dirs(out: Path | None) -> set[Path]:
+    """The folders this prediction writes images into (resolved)."""
+    if out is None:
+        return set()
+    root = Path(out).resolve()
+    return {root, *(root / name for name in _OUTPUT_DIRS)}
+
+
+def _is_prediction_output(folder: Path) -> bool:
+    return (folder / "predictions.csv").is_file() and (folder / "masks").is_dir()
+
+
+def _folder_inputs(item: Path, outputs: set[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """``(images, skipped folders, other files)`` of one input folder."""
+    if (item / "images").is_dir():  # shared layout: the radiographs are in images/ only
+        found, others = _images_in(item / "images")
+        skipped = [item / name for name in ("masks",) if (item / name).is_dir()]
+        return found, skipped, others
+    own = item.resolve() in outputs or _is_prediction_output(item)
+    found, others = _images_in(item)
+    skipped: list[Path] = []
+    for sub in _subfolders(item):
+        if (
+            sub.resolve() in outputs
+            or _is_prediction_output(sub)
+            or (own and sub.name in _OUTPUT_DIRS)
+        ):
+            skipped.append(sub)
+            continue
+        images, rest = _images_in(sub)
+        found += images
+        others += rest
+    return found, skipped, others
+
+
+def _subfolders(folder: Path) -> list[Path]:
     try:
-        return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as exc:
         raise DataError(folder, f"cannot list folder: {exc.strerror or exc}") from None
+
+
+def _images_in(folder: Path) -> tuple[list[Path], list[Path]]:
+    """``(images, other visible files)`` directly in ``folder``, sorted."""
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError as exc:
+        raise DataError(folder, f"cannot list folder: {exc.strerror or exc}") from None
+    images = [p for p in files if looks_like_image(p)]
+    chosen = set(images)
+    others = [p for p in files if p not in chosen and p.name not in _KNOWN_FILES]
+    return images, others
+
+
+_KNOWN_FILES = frozenset({"predictions.csv", "failures.csv", "labels.csv", "meta.csv"})
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
@@ -91,7 +172,7 @@ def unique_stems(paths: list[Path]) -> list[str]:
     used: set[str] = set()
     names = []
     for path in paths:
-        stem = path.stem or "image"
+        stem = image_stem(path) or "image"
         name, n = stem, 1
         while name.casefold() in used:
             n += 1
@@ -137,6 +218,7 @@ def predict_paths(
     """
     from multimix.core.atomic import atomic_write_text
     from multimix.core.progress import progress_bar
+    from multimix.core.writable import check_writable_dir
     from multimix.engine.evaluate import load_run
     from multimix.engine.runtime import select_device
     from multimix.explain.attributions import EXPLAINERS
@@ -149,14 +231,15 @@ def predict_paths(
         )
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
-    paths = collect_inputs(inputs)
+    check_writable_dir(out)
+    summary = PredictSummary()
+    paths = collect_inputs(inputs, Path(out), summary.notes)
     names = unique_stems(paths)
     dev = select_device(device)
     cfg, model = load_run(Path(run), device=dev)
     model.eval()
     classes = list(cfg.classes)
     structures = list(cfg.structures)
-    summary = PredictSummary()
     multilabel = None
     explain_dirs = [f"explanations/{m}" for m in methods]
     if model.cfg.task == "multilabel":
