@@ -67,7 +67,6 @@ def one_run(
     """Train and score one configuration; ``options`` are further MultiLabelOptions fields."""
     from multimix.config import TrainConfig
     from multimix.engine.trainer import resume, train
-    from multimix.methods.multilabel import MultiLabelOptions
     from multimix.pipelines.evaluate import evaluate_run
 
     metrics_path = run / "metrics.json"
@@ -80,7 +79,7 @@ def one_run(
         steps=args.steps * steps_factor, val_every=max(1, args.steps * steps_factor // 4),
         batch_size=args.batch_size,
         test_fraction=0.0, val_fraction=0.15, seed=seed, threads=args.threads,
-        multilabel=MultiLabelOptions(aux=list(aux), **options),
+        task_options={"aux": list(aux), **options},
     )  # fmt: skip
     start = time.perf_counter()
     if (run / "checkpoints" / "last.safetensors").exists():

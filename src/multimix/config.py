@@ -5,18 +5,46 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 from multimix.core.errors import CheckpointError, ConfigError
 from multimix.data.augment import AugmentConfig
 from multimix.data.bad_inputs import check_policy
-from multimix.methods.base import LossWeights
-from multimix.methods.multilabel import MultiLabelOptions
+from multimix.methods.base import method_class, parse_options
 from multimix.models.backbones import backbone_class
+from multimix.tasks import TASKS, Task
 
 
 @dataclass
 class TrainConfig:
-    """Every option of ``multimix train``. The engine reads nothing else."""
+    """Every option of ``multimix train``. The engine reads nothing else.
+
+    The CLI generates its options from these fields (``HELP`` is their help text), so a new
+    field is a new option with its default stated once, here.
+    """
+
+    HELP: ClassVar[dict[str, str]] = {
+        "method": "Training method (see: multimix methods).",
+        "class_data": "Folders with class labels (repeatable).",
+        "seg_data": "Folders with masks (repeatable).",
+        "unlabeled_data": "Folders of images without labels (repeatable).",
+        "pretrain_masks": "Pre-train segmentation on these pseudo-mask folders first.",
+        "pretrain_fraction": "Share of the budget spent pre-training on them.",
+        "labeled_class": "Class labels to use; all: every one in the training part.",
+        "labeled_seg": "Masks to use; all: every one in the training part.",
+        "classes": "Class (or finding) names.",
+        "label_map": "Map a source's label onto a class: covid=pneumonia,...",
+        "structures": "Mask structures; none: the ones found in the --seg-data folders.",
+        "steps": "Training steps (500 when neither this nor --max-minutes is given).",
+        "max_minutes": "Time budget in minutes.",
+        "device": "auto, cpu, cuda or cuda:N.",
+        "widths": "Encoder channel widths per level.",
+        "backbone": "Encoder (see: multimix backbones).",
+        "task": "multiclass or multilabel (see: multimix tasks).",
+        "on_bad_input": "A bad image, mask or label row: error, or skip (RUN/skipped.csv).",
+        "threads": "CPU threads (none: all cores).",
+        "unlabeled_ratio": "Unlabeled images per labeled image in a step.",
+    }
 
     out: str
     method: str = "multimix"
@@ -29,7 +57,7 @@ class TrainConfig:
     labeled_seg: int | None = None  # None: every mask in the training part
     classes: list[str] = field(default_factory=lambda: ["normal", "pneumonia"])
     label_map: dict[str, str] = field(default_factory=dict)
-    structures: list[str] = field(default_factory=lambda: ["lungs"])
+    structures: list[str] = field(default_factory=list)  # empty: found in the seg folders
     image_size: int = 128
     steps: int | None = None
     max_minutes: float | None = None
@@ -49,15 +77,28 @@ class TrainConfig:
     dropout: float = 0.2
     threads: int | None = None
     on_bad_input: str = "error"  # "skip": leave bad files out, listed in RUN/skipped.csv
-    weights: LossWeights = field(default_factory=LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    task: str = "multiclass"  # or "multilabel" (classes are then findings)
-    multilabel: MultiLabelOptions = field(default_factory=MultiLabelOptions)
+    task: str = "multiclass"  # or "multilabel" (classes are then findings); see multimix tasks
+    # The chosen method's and task's own options (their Options dataclasses), by field name.
+    method_options: dict = field(default_factory=dict)
+    task_options: dict = field(default_factory=dict)
+
+    def make_task(self, classes: tuple[str, ...] | None = None, label_map: dict | None = None):
+        """The run's task object (its options parsed and checked)."""
+        cls = TASKS.get(self.task)
+        options = parse_options(cls.Options, self.task_options, f"task {self.task!r}")
+        return cls(tuple(classes or self.classes), self.label_map | (label_map or {}), options)
+
+    def make_method(self, task: Task):
+        """The run's method object for ``task``."""
+        return method_class(self.method, self.task)(self.method_options, task)
 
     def validate(self) -> None:
         if not (self.class_data or self.seg_data):
             raise ConfigError("give at least one --class-data or --seg-data folder")
         self._validate_task()
+        if not self.widths or min(self.widths) < 1:
+            raise ConfigError(f"--widths must be positive numbers, not {self.widths}")
         if self.steps is None and self.max_minutes is None:
             self.steps = 500
         if self.steps is not None and self.steps < 1:
@@ -85,24 +126,12 @@ class TrainConfig:
         backbone_class(self.backbone)  # unknown: a ConfigError naming the registered ones
 
     def _validate_task(self) -> None:
-        """``--task multilabel`` trains with ``--method multilabel`` (supervised) or
-        ``multimix`` (adds per-finding pseudo-labels on unlabeled images); its auxiliary
-        segmentation needs masks."""
-        if self.task not in ("multiclass", "multilabel"):
-            raise ConfigError(f"--task must be multiclass or multilabel, not {self.task!r}")
-        if self.task == "multiclass":
-            if self.method == "multilabel":
-                raise ConfigError("--method multilabel needs --task multilabel")
-            return
-        if self.method not in ("multimix", "multilabel"):
-            raise ConfigError(
-                f"--task multilabel trains with --method multilabel or multimix, not {self.method}"
-            )
-        self.multilabel.validate()
-        if not self.class_data:
-            raise ConfigError("--task multilabel needs --class-data folders with finding labels")
-        if "segmentation" in self.multilabel.aux and not self.seg_data:
-            raise ConfigError("--aux segmentation needs --seg-data folders with masks")
+        """The task and method exist and fit together, their options parse, and the folders
+        can train the task."""
+        task = self.make_task()
+        self.make_method(task)
+        task.space  # noqa: B018 (the label space checks the classes)
+        task.check_data(self.class_data, self.seg_data)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -128,10 +157,14 @@ class TrainConfig:
         try:
             raw = json.loads(path.read_text())
             known = {f.name for f in fields(cls)}
+            # Runs saved before method and task options existed kept them as "weights" and
+            # "multilabel" (which then also held the task's options).
+            if "weights" in raw and "method_options" not in raw:
+                raw["method_options"] = raw["weights"]
+            if raw.get("task") == "multilabel" and "task_options" not in raw:
+                raw["task_options"] = raw.get("multilabel", {})
             raw = {k: v for k, v in raw.items() if k in known}
-            raw["weights"] = LossWeights(**raw.get("weights", {}))
             raw["augment"] = AugmentConfig(**raw.get("augment", {}))
-            raw["multilabel"] = MultiLabelOptions(**raw.get("multilabel", {}))
             return cls(**raw)
         except (ValueError, TypeError) as exc:
             raise CheckpointError(path, f"unreadable run configuration ({exc})") from None

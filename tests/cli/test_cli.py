@@ -75,7 +75,7 @@ def test_user_errors_are_one_line(tmp_path, phantom_dirs):
             app, ["train", "--out", str(tmp_path / "r3"), "--seg-data", str(phantom_dirs["seg"]),
                   "--widths", widths],
         )  # fmt: skip
-        assert result.exit_code == 2 and "error: --widths must be" in result.output
+        assert result.exit_code == 2 and "error: --widths" in result.output
 
 
 def test_phantom_command(tmp_path):

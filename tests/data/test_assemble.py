@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import torch
 
+from multimix.core.batch import LABELED, MASKED, UNLABELED, UNMASKED, Stream
 from multimix.data.assemble import assemble, load_sources, make_split
 from multimix.data.labels import LabelSpace
 from multimix.data.streams import Pool, Streams
-from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED
 
 LABELS = LabelSpace(("normal", "pneumonia"))
 
@@ -21,12 +21,12 @@ def _data(phantom_dirs, n_cls=10, n_seg=4):
 def test_streams_hold_the_right_images(phantom_dirs):
     data = _data(phantom_dirs)
     bank, rows, split = data.bank, data.rows, data.split
-    assert len(rows[CLS]) == 10 and len(rows[SEG]) == 4
-    assert bank.labeled[rows[CLS]].all()
-    assert bank.known[rows[SEG]].all()
+    assert len(rows[LABELED]) == 10 and len(rows[MASKED]) == 4
+    assert bank.labeled[rows[LABELED]].all()
+    assert bank.known[rows[MASKED]].all()
     # Masks exist only where kept; class labels only from the class source.
-    assert set(rows[SEG].tolist()).isdisjoint(rows[SEG_UNLABELED].tolist())
-    assert set(rows[CLS].tolist()).isdisjoint(rows[UNLABELED].tolist())
+    assert set(rows[MASKED].tolist()).isdisjoint(rows[UNMASKED].tolist())
+    assert set(rows[LABELED].tolist()).isdisjoint(rows[UNLABELED].tolist())
     seg_source_rows = [i for i, r in enumerate(bank.records) if r.source == "ph_seg"]
     assert (bank.targets[seg_source_rows] == -1).all() and not bank.labeled[seg_source_rows].any()
     # No test image is ever loaded for training.
@@ -53,20 +53,31 @@ def test_streams_draw_and_resume_identically(phantom_dirs):
     data = _data(phantom_dirs)
 
     def make():
-        pools = {k: Pool(k, data.rows[k], 3, seed=0) for k in (SEG, SEG_UNLABELED, CLS, UNLABELED)}
+        pools = {
+            k: Pool(k, data.rows[k], 3, seed=0) for k in (MASKED, UNMASKED, LABELED, UNLABELED)
+        }
         from multimix.data.augment import AugmentConfig
 
         return Streams(data.bank, pools, AugmentConfig(), seed=0)
 
     s1, s2 = make(), make()
-    names = (SEG, SEG_UNLABELED, CLS, UNLABELED)
+    names = {
+        MASKED: Stream(MASKED, masks=True),
+        UNMASKED: Stream(UNMASKED),
+        LABELED: Stream(LABELED, targets=True),
+        UNLABELED: Stream(UNLABELED, ("weak", "strong")),
+    }
     s1.draw(names)
     s2.load_state_dict(s1.state_dict())
     b1, b2 = s1.draw(names), s2.draw(names)
-    for key, value in vars(b1).items():
-        if value is None:  # fields of streams not drawn (e.g. the multi-label ones)
-            assert getattr(b2, key) is None, key
-            continue
-        assert torch.equal(value, getattr(b2, key)), key
-    assert b1.seg_x.shape == (3, 1, 32, 32) and b1.seg_y.shape == (3, 1, 32, 32)
-    assert not torch.equal(b1.weak_x, b1.strong_x)
+    assert list(b1) == list(names)
+    for name, draw in b1.items():
+        other = b2[name]
+        assert torch.equal(draw.rows, other.rows), name
+        for view, v in draw.views.items():
+            assert torch.equal(v.x, other[view].x), (name, view)
+            assert (v.masks is None) == (other[view].masks is None)
+    seg = b1[MASKED]
+    assert seg["weak"].x.shape == (3, 1, 32, 32) and seg["weak"].masks.shape == (3, 1, 32, 32)
+    assert torch.equal(b1[LABELED].targets, data.bank.targets[b1[LABELED].rows])
+    assert not torch.equal(b1[UNLABELED]["weak"].x, b1[UNLABELED]["strong"].x)

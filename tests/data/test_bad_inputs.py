@@ -25,13 +25,13 @@ from typer.testing import CliRunner
 
 from multimix.cli.app import app
 from multimix.config import TrainConfig
+from multimix.core.batch import LABELED, MASKED
 from multimix.core.errors import DataError, printable_path
 from multimix.data.assemble import assemble, check_sources, load_sources, make_split
 from multimix.data.bad_inputs import BadInputs
 from multimix.data.io import write_png
 from multimix.data.labels import LabelSpace
 from multimix.engine.trainer import Trainer
-from multimix.methods.base import CLS, SEG
 from tests.data.test_io import png_with_size, save_dicom
 
 LABELS = LabelSpace(("normal", "pneumonia"))
@@ -340,7 +340,7 @@ def test_skips_come_before_the_split_so_labeled_counts_hold(tmp_path):
     split = make_split(sources, roles, LABELS, 6, 5, 0.1, 0.2, seed=0)
     data = assemble(sources, split, LABELS, SIZE, ("lungs",), bank)
     assert len(bad) == len(bad_names)
-    assert len(data.rows[CLS]) == 6 and len(data.rows[SEG]) == 5
+    assert len(data.rows[LABELED]) == 6 and len(data.rows[MASKED]) == 5
     named = {n for part in ("train", "val", "test") for n in split["sources"]["src"][part]}
     assert named == {f"img{i:02d}.png" for i in range(40)} - set(bad_names)
     test_part = set(split["sources"]["src"]["test"])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from multimix.config import TrainConfig
+from multimix.core.batch import LABELED, MASKED, Stream
 from multimix.engine.trainer import Trainer
-from multimix.methods.base import CLS, SEG
-from multimix.methods.multilabel import MultiLabelOptions
+
+DRAWS = {MASKED: Stream(MASKED, masks=True), LABELED: Stream(LABELED, targets=True)}
 
 
 def test_zone_targets_never_use_held_back_masks(tmp_path, multilabel_run):
@@ -17,23 +18,25 @@ def test_zone_targets_never_use_held_back_masks(tmp_path, multilabel_run):
         class_data=[data], seg_data=[data], labeled_seg=6,
         classes=["cardiomegaly", "effusion", "nodule", "opacity"], image_size=32,
         widths=[8, 16, 16, 32, 32], steps=1, batch_size=16,
-        multilabel=MultiLabelOptions(aux=["segmentation", "localization"]),
+        task_options={"aux": ["segmentation", "localization"]},
     )  # fmt: skip
     (tmp_path / "run").mkdir()
     cfg.save(tmp_path / "run")
     trainer = Trainer(cfg)
-    allowed = {int(r) for r in trainer.data.rows[SEG]}
+    allowed = {int(r) for r in trainer.data.rows[MASKED]}
     assert len(allowed) == 6
     streams = trainer.streams
-    assert {int(r) for r in streams.mask_allowed.nonzero()[:, 0]} == allowed
-    pool, drawn = streams.pools[CLS], []
+    zones = streams.label_maps
+    assert {int(r) for r in zones.mask_allowed.nonzero()[:, 0]} == allowed
+    pool, drawn = streams.pools[LABELED], []
     original = pool.next
     pool.next = lambda: drawn.append(original()) or drawn[-1]  # record the rows drawn
     seen_known = 0
     for _ in range(6):
-        batch = streams.draw((SEG, CLS))
+        batch = streams.draw(DRAWS)
         rows = drawn[-1].tolist()
-        for row, known in zip(rows, batch.zone_known.any(dim=1).tolist(), strict=True):
+        zone_known = batch[LABELED]["weak"].extras["zone_known"]
+        for row, known in zip(rows, zone_known.any(dim=1).tolist(), strict=True):
             assert not known or row in allowed
             seen_known += known
     assert seen_known > 0  # some images do carry zone targets
@@ -58,15 +61,15 @@ def test_zone_labels_from_zones_csv_become_zone_targets(tmp_path, multilabel_run
         classes=["cardiomegaly", "effusion", "nodule", "opacity"], image_size=32,
         widths=[8, 16, 16, 32, 32], steps=1, batch_size=8,
         augment=AugmentConfig(flip=False, max_shift=0.0),
-        multilabel=MultiLabelOptions(aux=["segmentation", "localization"]),
+        task_options={"aux": ["segmentation", "localization"]},
     )  # fmt: skip
     (tmp_path / "run").mkdir()
     cfg.save(tmp_path / "run")
-    batch = Trainer(cfg).streams.draw((SEG, CLS))
+    extras = Trainer(cfg).streams.draw(DRAWS)[LABELED]["weak"].extras
     effusion, left_lower = 1, ZONES.index("left_lower")
-    known = batch.zone_known[:, effusion]
+    known = extras["zone_known"][:, effusion]
     assert known.all()  # every image has a lung mask the run may use (all masks kept)
     expected = torch.zeros(len(ZONES))
     expected[left_lower] = 1
-    assert (batch.zone_y[:, effusion] == expected).all()
-    assert not batch.zone_known[:, 0].any()  # no zone label, no box: cardiomegaly unsupervised
+    assert (extras["zone_y"][:, effusion] == expected).all()
+    assert not extras["zone_known"][:, 0].any()  # no zone label, no box: cardiomegaly unsupervised

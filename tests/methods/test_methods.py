@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from multimix.core.batch import LABELED, MASKED, UNLABELED, UNMASKED, Batch, Draw
 from multimix.core.errors import ConfigError
-from multimix.methods.base import Batch, available_methods, get_method
+from multimix.methods.base import available_methods, get_method
 from multimix.models.net import ModelConfig, MultiMixNet
 
 PAPER_ROWS = ("unet", "enc", "encssl", "umtl", "umtls", "multimix")
@@ -16,15 +17,16 @@ def _batch(b=2, s=32) -> Batch:
     def img():
         return torch.rand(b, 1, s, s, generator=g)
 
+    seg_x, seg_y = img(), (img() > 0.5).float()
+    known = torch.ones(b, 1, dtype=torch.bool)
+    segu, cls, weak, strong = img(), img(), img(), img()
     return Batch(
-        seg_x=img(),
-        seg_y=(img() > 0.5).float(),
-        seg_known=torch.ones(b, 1, dtype=torch.bool),
-        seg_unlabeled_x=img(),
-        cls_x=img(),
-        cls_y=torch.tensor([0, 1]),
-        weak_x=img(),
-        strong_x=img(),
+        {
+            MASKED: Draw.of(weak=seg_x, masks=seg_y, known=known),
+            UNMASKED: Draw.of(weak=segu),
+            LABELED: Draw.of(weak=cls, targets=torch.tensor([0, 1])),
+            UNLABELED: Draw.of(weak=weak, strong=strong),
+        }
     )
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from multimix.core.errors import ConfigError
 from multimix.data.findings import NEGATIVE, POSITIVE
-from multimix.methods.multilabel import MultiLabelOptions, auto_pos_weight, multilabel_loss
+from multimix.tasks.multilabel import MultiLabelOptions, auto_pos_weight, multilabel_loss
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.2, 4.0]])
 TARGET = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
@@ -59,22 +59,25 @@ def test_options_are_validated(options):
 
 
 def test_semi_supervised_variant_draws_unlabeled_views_and_learns_from_pseudo_labels():
-    from multimix.methods.base import CLS, UNLABELED, Batch, LossWeights
-    from multimix.methods.multilabel import MultiLabel
+    from multimix.core.batch import LABELED, UNLABELED, Batch, Draw
+    from multimix.methods.base import LossWeights, get_method
     from multimix.models.net import ModelConfig, MultiMixNet
+    from multimix.tasks import get_task
 
     torch.manual_seed(0)
     model = MultiMixNet(ModelConfig(n_classes=3, widths=(4, 8, 8, 8, 8), task="multilabel"))
-    supervised = MultiLabel(weights=LossWeights())
-    assert supervised.streams == (CLS,)
-    method = MultiLabel(weights=LossWeights(threshold=0.5), semi_supervised=True)
-    assert method.streams == (CLS, UNLABELED)
+    task = get_task("multilabel", ("a", "b", "c"))
+    supervised = get_method("multilabel", LossWeights(), task)
+    assert list(supervised.streams) == [LABELED]
+    method = get_method("multimix", LossWeights(threshold=0.5), task)
+    assert list(method.streams) == [UNLABELED, LABELED]
     x = torch.rand(4, 1, 32, 32)
+    codes = torch.tensor([[POSITIVE, NEGATIVE, NEGATIVE], [NEGATIVE, POSITIVE, NEGATIVE]])
     batch = Batch(
-        cls_x=x[:2],
-        cls_codes=torch.tensor([[POSITIVE, NEGATIVE, NEGATIVE], [NEGATIVE, POSITIVE, NEGATIVE]]),
-        weak_x=x[2:],
-        strong_x=x[2:].flip(-1),
+        {
+            LABELED: Draw.of(weak=x[:2], targets=codes),
+            UNLABELED: Draw.of(weak=x[2:], strong=x[2:].flip(-1)),
+        }
     )
     loss, logs = method.loss(model, batch)
     assert logs["pseudo_kept"] == 1.0  # threshold 0.5: every finding is confident one way

@@ -7,11 +7,12 @@ code 2, so bad input never shows a traceback.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -77,121 +78,83 @@ BadInputOption = Annotated[
 ]
 
 
-@app.command()
-@friendly
-def train(
+def _train(
     out: Annotated[Path | None, typer.Option(help="Run folder to create.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder.")] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="Start from a saved config.json (its options; --out overrides)."),
+        typer.Option(help="Start from a saved config.json (its options; others override)."),
     ] = None,
-    method: Annotated[
-        str, typer.Option(help="unet, enc, encssl, umtl, umtls, multimix")
-    ] = "multimix",
-    class_data: Dirs = None,
-    seg_data: Dirs = None,
-    unlabeled_data: Dirs = None,
-    pretrain_masks: Annotated[
-        list[Path] | None,
-        typer.Option(metavar="DIR", help="Pre-train segmentation on these pseudo-masks first."),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Any option by name, nested ones too: dropout=0.3, augment.cutout=0, "
+            "method.threshold=0.9, task.aux=segmentation (repeatable).",
+        ),
     ] = None,
-    pretrain_fraction: Annotated[float, typer.Option(help="Budget share of pre-training.")] = 0.3,
-    labeled_class: Annotated[str | None, typer.Option(metavar="N|all")] = None,
-    labeled_seg: Annotated[str | None, typer.Option(metavar="M|all")] = None,
-    classes: str = "normal,pneumonia",
-    label_map: Annotated[str, typer.Option(metavar="SRC=CLASS,...")] = "",
-    structures: Annotated[str, typer.Option(help="Mask structures; default: found in data.")] = "",
-    image_size: int = 128,
-    steps: int | None = None,
-    max_minutes: float | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    batch_size: int = 8,
-    unlabeled_ratio: int = 1,
-    lr: float = 2e-3,
-    val_every: int = 50,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    widths: Annotated[str, typer.Option(help="Encoder widths per level.")] = "16,32,64,128,256",
-    norm: str = "batch",
-    threshold: Annotated[float, typer.Option(help="Pseudo-label confidence threshold.")] = 0.7,
-    w_cls: float = 1.0,
-    w_seg: float = 5.0,
-    w_pseudo: float = 0.25,
-    w_consistency: float = 0.01,
-    threads: int | None = None,
-    on_bad_input: BadInputOption = "error",
-    task: Annotated[str, typer.Option(help="multiclass, or multilabel (findings).")] = "multiclass",
-    aux: Annotated[
-        str, typer.Option(metavar="segmentation,localization", help="Multilabel: aux tasks.")
-    ] = "",
-    uncertain: Annotated[str, typer.Option(help="ignore, negative, positive, soft")] = "ignore",
-    unmentioned: Annotated[str, typer.Option(help="negative or ignore")] = "negative",
-    soft_target: float = 0.5,
-    label_smoothing: float = 0.0,
-    ml_loss: Annotated[str, typer.Option(help="bce, focal or gce (noise-robust)")] = "bce",
-    pos_weight: Annotated[str, typer.Option(help="none or auto")] = "none",
-    w_loc: float = 1.0,
+    **options: Any,
 ) -> None:
     """Train a model, or resume one with --resume RUN."""
+    from multimix.cli.options import apply_options
     from multimix.config import TrainConfig
-    from multimix.data.labels import parse_label_map, parse_list
     from multimix.engine.trainer import resume as resume_run
     from multimix.engine.trainer import train as train_run
-    from multimix.methods.base import LossWeights
-    from multimix.methods.multilabel import MultiLabelOptions
 
     if resume is not None:
+        given = [name for name, value in options.items() if value is not None] + (set_ or [])
+        if given or config is not None or out is not None:
+            raise ConfigError("--resume continues a run as it was configured; give no options")
         run = resume_run(resume)
-    elif config is not None:
-        if out is None:
-            raise ConfigError("give --out RUN for the run made from --config")
-        cfg = TrainConfig.from_file(config)
-        cfg.out = str(out)
-        run = train_run(cfg)
     else:
         if out is None:
             raise ConfigError("give --out RUN for a new run, or --resume RUN")
-        cfg = TrainConfig(
-            out=str(out),
-            method=method,
-            class_data=[str(p) for p in class_data or []],
-            seg_data=[str(p) for p in seg_data or []],
-            unlabeled_data=[str(p) for p in unlabeled_data or []],
-            pretrain_masks=[str(p) for p in pretrain_masks or []],
-            pretrain_fraction=pretrain_fraction,
-            labeled_class=parse_count(labeled_class, "--labeled-class"),
-            labeled_seg=parse_count(labeled_seg, "--labeled-seg"),
-            classes=list(parse_list(classes)),
-            label_map=parse_label_map(label_map),
-            structures=list(parse_list(structures)),
-            image_size=image_size,
-            steps=steps,
-            max_minutes=max_minutes,
-            seed=seed,
-            device=device,
-            batch_size=batch_size,
-            unlabeled_ratio=unlabeled_ratio,
-            lr=lr,
-            val_every=val_every,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            widths=parse_widths(widths),
-            norm=norm,
-            threads=threads,
-            on_bad_input=on_bad_input,
-            weights=LossWeights(w_cls, w_seg, w_pseudo, w_consistency, threshold),
-            task=task,
-            multilabel=MultiLabelOptions(
-                aux=list(parse_list(aux)), uncertain=uncertain, unmentioned=unmentioned,
-                soft_target=soft_target, label_smoothing=label_smoothing, loss=ml_loss,
-                pos_weight=pos_weight, w_loc=w_loc,
-            ),
-        )  # fmt: skip
+        cfg = TrainConfig.from_file(config) if config is not None else TrainConfig(out=str(out))
+        cfg.out = str(out)
+        apply_options(cfg, options, TRAIN_OPTIONS, set_ or [])
         run = train_run(cfg)
     if int(os.environ.get("RANK", 0)) == 0:  # once under torchrun
         typer.echo(f"run saved in {run}")
+
+
+def _train_options():
+    from multimix.cli.options import option_table
+    from multimix.config import TrainConfig
+    from multimix.methods.base import METHODS
+    from multimix.tasks import TASKS
+
+    methods = {key.split("/", 1)[1]: cls for key, cls in METHODS.items()}
+    return option_table(TrainConfig, methods, dict(TASKS.items()))
+
+
+TRAIN_OPTIONS = _train_options()
+
+
+def _install_train() -> None:
+    """Register ``train`` with _train's own parameters plus the generated options."""
+
+    @friendly
+    def train(**kwargs: Any) -> None:
+        fixed = {k: kwargs.pop(k) for k in ("out", "resume", "config", "set_")}
+        _train(**fixed, **kwargs)
+
+    train.__doc__ = _train.__doc__
+    base = inspect.signature(_train, eval_str=True)
+    params = [p for p in base.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    annotations = {p.name: p.annotation for p in params}
+    for name, (_, option, annotation) in TRAIN_OPTIONS.items():
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                              annotation=annotation)
+        )  # fmt: skip
+        annotations[name] = annotation
+    train.__signature__ = base.replace(parameters=params)
+    train.__annotations__ = annotations
+    app.command("train")(train)
+
+
+_install_train()
 
 
 @app.command()

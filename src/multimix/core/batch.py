@@ -58,6 +58,18 @@ class Draw:
     known: torch.Tensor | None = None  # bool (B, K): which structures have a mask
     targets: torch.Tensor | None = None  # the task's targets of the rows
 
+    @classmethod
+    def of(
+        cls,
+        masks: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        **views: torch.Tensor,
+    ) -> Draw:
+        """A draw made by hand (tests, benchmarks): ``Draw.of(weak=x, masks=m, known=k)``."""
+        rows = torch.arange(len(next(iter(views.values()))))
+        return cls(rows, {n: View(x, masks) for n, x in views.items()}, known, targets)
+
     def __getitem__(self, view: str) -> View:
         return self.views[view]
 
@@ -79,9 +91,9 @@ class Batch(dict[str, Draw]):
 
         out = Batch()
         for name, draw in self.items():
-            views = {
-                v: View(move(view.x), move(view.masks), {k: move(e) for k, e in view.extras.items()})
-                for v, view in draw.views.items()
-            }
+            views = {}
+            for v, view in draw.views.items():
+                extras = {k: move(e) for k, e in view.extras.items()}
+                views[v] = View(move(view.x), move(view.masks), extras)
             out[name] = Draw(draw.rows, views, move(draw.known), move(draw.targets))
         return out

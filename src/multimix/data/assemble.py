@@ -16,16 +16,15 @@ from pathlib import Path
 
 import torch
 
+from multimix.core.batch import LABELED, MASKED, PRETRAIN, UNLABELED, UNMASKED
 from multimix.core.errors import ConfigError, DataError
 from multimix.data.bad_inputs import BadInputs
 from multimix.data.bank import Bank, load_bank
 from multimix.data.labels import LabelSpace
 from multimix.data.sources import Record, Source, load_source
 from multimix.data.splits import choose_subset, split_by_patient
-from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED
 
 ROLES = ("class", "seg", "unlabeled", "pretrain")
-PRETRAIN = "pretrain"
 TRAIN_ONLY = {"unlabeled", "pretrain"}  # roles whose sources are never split
 
 
@@ -207,9 +206,9 @@ def assemble(
         return torch.tensor(sorted(index[k] for k in keys), dtype=torch.long)
 
     streams = {
-        SEG: rows(labeled_seg),
-        SEG_UNLABELED: rows(k for k in train if k not in labeled_seg),
-        CLS: rows(labeled_cls),
+        MASKED: rows(labeled_seg),
+        UNMASKED: rows(k for k in train if k not in labeled_seg),
+        LABELED: rows(labeled_cls),
         UNLABELED: rows(k for k in train if k not in labeled_cls),
         PRETRAIN: rows(
             (s, n)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
-from multimix.data.augment import AugmentConfig, strong, weak
+from multimix.core.batch import Batch, Draw, Stream, View
+from multimix.data.augment import AugmentConfig
 from multimix.data.bank import Bank
-from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED, Batch
+from multimix.data.views import VIEWS
 
 
 def _seed(*parts: object) -> int:
@@ -67,8 +69,20 @@ class Pool:
         self.epoch, self.pos, self._order = int(state["epoch"]), int(state["pos"]), None
 
 
+class LabelMaps(Protocol):
+    """What a task adds to a labeled stream: maps warped with the image, and what they become.
+
+    ``maps`` gives float (B, M, S, S) channels for ``rows`` (or None); after each view,
+    ``extras`` turns the warped maps into the task's extra targets for that view.
+    """
+
+    def maps(self, bank: Bank, rows: torch.Tensor) -> torch.Tensor | None: ...
+
+    def extras(self, rows: torch.Tensor, maps: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
 class Streams:
-    """Draws the streams a method asks for and augments them (weak/strong) in whole batches."""
+    """Draws the streams a method asks for and augments them into the views it names."""
 
     def __init__(
         self,
@@ -77,33 +91,50 @@ class Streams:
         augment: AugmentConfig,
         seed: int,
         rank: int = 0,
+        label_maps: LabelMaps | None = None,
     ) -> None:
         self.bank = bank
         self.pools = pools
         self.augment = augment
+        self.label_maps = label_maps
         # Each rank augments differently; rank 0 draws exactly what a single process draws.
         parts = (seed, "augment") if rank == 0 else (seed, "augment", rank)
         self.generator = torch.Generator().manual_seed(_seed(*parts))
 
-    def draw(self, streams: tuple[str, ...]) -> Batch:
-        bank, cfg, gen = self.bank, self.augment, self.generator
+    def draw(self, streams: dict[str, Stream]) -> Batch:
+        """One batch: for each stream in order, its rows, then each view in order."""
         batch = Batch()
-        if SEG in streams:
-            rows = self.pools[SEG].next()
-            batch.seg_x, masks = weak(bank.float_images(rows), bank.masks[rows].float(), gen, cfg)
-            batch.seg_y, batch.seg_known = masks, bank.known[rows]
-        if SEG_UNLABELED in streams:
-            rows = self.pools[SEG_UNLABELED].next()
-            batch.seg_unlabeled_x, _ = weak(bank.float_images(rows), None, gen, cfg)
-        if CLS in streams:
-            rows = self.pools[CLS].next()
-            batch.cls_x, _ = weak(bank.float_images(rows), None, gen, cfg)
-            batch.cls_y = bank.targets[rows]
-        if UNLABELED in streams:
-            images = bank.float_images(self.pools[UNLABELED].next())
-            batch.weak_x, _ = weak(images, None, gen, cfg)
-            batch.strong_x, _ = strong(images, None, gen, cfg)
+        for name, stream in streams.items():
+            batch[name] = self._draw(stream, self.pools[name].next())
         return batch
+
+    def _draw(self, stream: Stream, rows: torch.Tensor) -> Draw:
+        bank = self.bank
+        images = bank.float_images(rows)
+        parts: list[torch.Tensor] = []
+        if stream.masks:
+            parts.append(bank.masks[rows].float())
+        task_maps = None
+        if stream.targets and self.label_maps is not None:
+            task_maps = self.label_maps.maps(bank, rows)
+        if task_maps is not None:
+            parts.append(task_maps)
+        maps = torch.cat(parts, dim=1) if parts else None
+        n_masks = bank.masks.shape[1] if stream.masks else 0
+        views = {}
+        for view in stream.views:
+            x, moved = VIEWS.get(view)(images, maps, self.generator, self.augment)
+            extras = {}
+            if task_maps is not None:
+                extras = self.label_maps.extras(rows, moved[:, n_masks:])
+            masks = moved[:, :n_masks] if stream.masks else None
+            views[view] = View(x, masks, extras)
+        return Draw(
+            rows,
+            views,
+            known=bank.known[rows] if stream.masks else None,
+            targets=bank.targets[rows] if stream.targets else None,
+        )
 
     def state_dict(self) -> dict:
         return {

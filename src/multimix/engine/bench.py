@@ -31,7 +31,8 @@ from multimix.engine.measure import (
     synchronizer,
     time_rounds,
 )
-from multimix.methods.base import Batch, LossWeights, get_method
+from multimix.core.batch import LABELED, MASKED, UNLABELED, UNMASKED, Batch, Draw
+from multimix.methods.base import LossWeights, get_method
 from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
 from multimix.methods.multimix import JointObjective
 from multimix.models.blocks import NORMS
@@ -96,22 +97,25 @@ def synthetic_batch(cfg: BenchConfig, n_structures: int = 1, n_classes: int = 2)
     def images(n: int) -> torch.Tensor:
         return torch.rand(n, 1, s, s, generator=g)
 
+    seg_x = images(b)
+    seg_y = (torch.rand(b, n_structures, s, s, generator=g) > 0.5).float()
+    known = torch.ones(b, n_structures, dtype=torch.bool)
+    segu_x, cls_x = images(b), images(b)
+    cls_y = torch.randint(0, n_classes, (b,), generator=g)
+    weak, strong = images(u), images(u)
     return Batch(
-        seg_x=images(b),
-        seg_y=(torch.rand(b, n_structures, s, s, generator=g) > 0.5).float(),
-        seg_known=torch.ones(b, n_structures, dtype=torch.bool),
-        seg_unlabeled_x=images(b),
-        cls_x=images(b),
-        cls_y=torch.randint(0, n_classes, (b,), generator=g),
-        weak_x=images(u),
-        strong_x=images(u),
+        {
+            MASKED: Draw.of(weak=seg_x, masks=seg_y, known=known),
+            UNMASKED: Draw.of(weak=segu_x),
+            LABELED: Draw.of(weak=cls_x, targets=cls_y),
+            UNLABELED: Draw.of(weak=weak, strong=strong),
+        }
     )
 
 
 def images_per_step(batch: Batch) -> int:
     """Images that go through the encoder in one step (weak and strong views count apart)."""
-    parts = (batch.seg_x, batch.seg_unlabeled_x, batch.cls_x, batch.weak_x, batch.strong_x)
-    return sum(p.shape[0] for p in parts if p is not None)
+    return sum(len(draw) * len(draw.views) for draw in batch.values())
 
 
 def straightforward_loss(
@@ -125,7 +129,12 @@ def straightforward_loss(
     mask streams.
     """
     w = method.weights
-    parts = (batch.seg_x, batch.seg_unlabeled_x, batch.cls_x, batch.weak_x, batch.strong_x)
+    seg, unlabeled = batch[MASKED], batch[UNLABELED]
+    cls_y = batch[LABELED].targets
+    parts = (
+        seg["weak"].x, batch[UNMASKED]["weak"].x, batch[LABELED]["weak"].x,
+        unlabeled["weak"].x, unlabeled["strong"].x,
+    )  # fmt: skip
     n_seg, n_segu, n_cls, n_weak, _ = (p.shape[0] for p in parts)
     x = torch.cat(parts)
     feats = model.encode(x)
@@ -134,12 +143,12 @@ def straightforward_loss(
     sal = input_saliency(model.classify(model.encode(x_sal)), x_sal)
     mask_logits = model.segment(feats, x, sal)
 
-    seg = dice_bce(mask_logits[:n_seg], batch.seg_y, batch.seg_known)
+    seg = dice_bce(mask_logits[:n_seg], seg["weak"].masks, seg.known)
     m = min(n_seg, n_segu)
     kl = bernoulli_kl(mask_logits[:m].detach(), mask_logits[n_seg : n_seg + m])
     start = n_seg + n_segu
     cls_logits = logits[start : start + n_cls]
-    ce = F.cross_entropy(cls_logits, batch.cls_y)
+    ce = F.cross_entropy(cls_logits, cls_y)
     weak = logits[start + n_cls : start + n_cls + n_weak]
     strong = logits[start + n_cls + n_weak :]
     pl, keep = pseudo_label_loss(weak, strong, w.threshold)
@@ -148,7 +157,7 @@ def straightforward_loss(
         "loss_seg": seg.item(),
         "loss_kl": kl.item(),
         "loss_cls": ce.item(),
-        "train_acc": (cls_logits.argmax(1) == batch.cls_y).float().mean().item(),
+        "train_acc": (cls_logits.argmax(1) == cls_y).float().mean().item(),
         "loss_pseudo": pl.item(),
         "pseudo_kept": keep.float().mean().item(),
         "loss": total.item(),

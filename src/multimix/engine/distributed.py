@@ -72,15 +72,20 @@ def shutdown(barrier: bool = False) -> None:
 class StepModule(nn.Module):
     """Lets DDP see a method's whole loss as one forward, whatever parts of the net it uses."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, extra: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
+        self.extra = extra  # the method's own trainable modules, synchronised with the net
 
-    def forward(self, method: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        return method.loss(self.model, batch)
+    def forward(
+        self, method: Any, batch: Any, step: int = 0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return method.loss(self.model, batch, step)
 
 
-def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module | None:
+def wrap(
+    model: nn.Module, world: World, device: torch.device, extra: nn.Module | None = None
+) -> nn.Module | None:
     """A DDP wrapper for the loss, or None on a single process.
 
     ``find_unused_parameters`` because a method may leave a head unused (``enc`` never runs the
@@ -90,7 +95,7 @@ def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module | No
         return None
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(
-        StepModule(model), device_ids=ids, find_unused_parameters=True
+        StepModule(model, extra), device_ids=ids, find_unused_parameters=True
     )
 
 

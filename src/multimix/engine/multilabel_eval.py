@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from multimix.data.bank import Bank, load_bank
+from multimix.data.boxes import BankBoxes, box_masks, lung_channel
 from multimix.data.findings import FindingSpace
-from multimix.data.multilabel import BankBoxes, box_masks, lung_channel
 from multimix.data.zones import box_zones, lung_zones
 from multimix.engine.inference import Predictions, predict
 from multimix.metrics.localization import box_iou, hit_rates, map_boxes
@@ -104,11 +104,10 @@ def choose_run_thresholds(run: Path, device: torch.device | str = "cpu") -> dict
     from multimix.data.assemble import load_split
     from multimix.data.sources import load_source
     from multimix.engine.evaluate import load_run
-    from multimix.tasks import label_space
 
     run = Path(run)
     cfg, model = load_run(run, device=device)
-    space = label_space(cfg)
+    space = cfg.make_task().space
     split = load_split(run / "split.json")
     records = []
     for info in split["sources"].values():
@@ -168,7 +167,7 @@ def multilabel_extras(
 ) -> dict:
     """Blocks ``evaluate`` adds for a multi-label run: thresholded ``multilabel`` and
     ``localization`` (where the source has boxes for the task's findings)."""
-    from multimix.data.multilabel import bank_boxes, bank_roots
+    from multimix.data.boxes import bank_boxes, bank_roots
 
     out = {}
     block = multilabel_block(bank, torch.arange(len(bank)), preds, space.classes, thresholds)

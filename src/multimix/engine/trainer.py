@@ -6,6 +6,7 @@ val_log.csv and tb/. ``multimix train --resume RUN`` continues from checkpoints/
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -17,14 +18,13 @@ from pathlib import Path
 
 import torch
 
-from multimix import tasks
 from multimix.config import TrainConfig
+from multimix.core.batch import LABELED, MASKED, PRETRAIN, UNLABELED, UNMASKED
 from multimix.core.errors import CheckpointError, ConfigError
 from multimix.core.progress import console, progress_bar
 from multimix.core.runlock import run_lock  # robust
 from multimix.core.writable import check_writable_dir  # robust
 from multimix.data.assemble import (
-    PRETRAIN,
     TrainingData,
     assemble,
     check_sources,
@@ -40,20 +40,49 @@ from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
 from multimix.engine.logger import CsvLog, TensorBoard
 from multimix.engine.runtime import autocast, seed_everything, set_threads
-from multimix.methods.base import CLS, SEG, SEG_UNLABELED, UNLABELED, Method
+from multimix.methods.base import Method
 from multimix.methods.multimix import segmentation_pretraining
 from multimix.models.net import ModelConfig, MultiMixNet
 
 STREAM_NEEDS = {
-    SEG: "masks (--seg-data)",
-    SEG_UNLABELED: "images without masks",
-    CLS: "class labels (--class-data)",
+    MASKED: "masks (--seg-data)",
+    UNMASKED: "images without masks",
+    LABELED: "class labels (--class-data)",
     UNLABELED: "images without class labels",
 }
+BATCH_SIZES = ("labeled", "unlabeled")
 
 
 class Interrupted(Exception):
-    """Raised inside the loop by SIGTERM so the run can checkpoint and stop cleanly."""
+    """A stop asked for by SIGTERM or Ctrl-C, acted on between two steps."""
+
+
+class StopFlag:
+    """Signal handlers that ask the loop to stop after the step in progress.
+
+    A signal that raised inside a step would leave a half-done step (gradients, optimizer
+    moments or batch-norm statistics updated, the step counter not) in the checkpoint, and the
+    resumed run would differ from an uninterrupted one. A second Ctrl-C stops at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: signals stay
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def derive_structures(data_sources, roles) -> tuple[str, ...]:
@@ -77,15 +106,21 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels
         set_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.method: Method = tasks.build_method(cfg)
-        self.labels = tasks.label_space(cfg)
+        self.task = cfg.make_task()
+        self.method: Method = cfg.make_method(self.task)
+        self.labels = self.task.space
         self.data = self._data()
         self._check_streams()
         self.model = self._model()
-        self.ddp = distributed.wrap(self.model, self.world, self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
+        extra = self.method.setup(self.model)
+        groups = [{"params": list(self.model.parameters())}]
+        if extra is not None:
+            self.method.modules = extra.to(self.device)
+            groups.append({"params": list(extra.parameters())})
+        self.ddp = distributed.wrap(self.model, self.world, self.device, extra)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.stop = StopFlag()
+        self._stop_requested = False
         self.streams = self._streams()
         self.pretrain = self._pretraining_phase()
         self.step, self.elapsed, self.best = 0, 0.0, -math.inf
@@ -135,10 +170,14 @@ class Trainer:
         return assemble(sources, split, self.labels, cfg.image_size, structures, checked)
 
     def _check_streams(self) -> None:
-        for stream in self.method.streams:
-            if stream in (SEG, CLS) and len(self.data.rows[stream]) == 0:
+        for stream in self.method.streams.values():
+            if stream.rows not in self.data.rows:
+                raise ConfigError(f"method {self.method.name!r} draws unknown rows {stream.rows!r}")
+            if stream.size not in BATCH_SIZES:
+                raise ConfigError(f"stream size must be one of {BATCH_SIZES}, not {stream.size!r}")
+            if stream.rows in (MASKED, LABELED) and len(self.data.rows[stream.rows]) == 0:
                 raise ConfigError(
-                    f"method {self.method.name!r} needs {STREAM_NEEDS[stream]}, "
+                    f"method {self.method.name!r} needs {STREAM_NEEDS[stream.rows]}, "
                     "but the training part has none"
                 )
 
@@ -152,21 +191,24 @@ class Trainer:
             backbone=cfg.backbone,
             bridge=self.method.uses_bridge,
             dropout=cfg.dropout,
-            **tasks.model_options(cfg),
+            **self.task.model_options(),
         )
         return MultiMixNet(model_cfg).to(self.device, memory_format=torch.channels_last)
 
     def _streams(self) -> Streams:
         cfg, rows = self.cfg, self.data.rows
-        sizes = {SEG: cfg.batch_size, SEG_UNLABELED: cfg.batch_size, CLS: cfg.batch_size}
-        sizes[UNLABELED] = cfg.batch_size * cfg.unlabeled_ratio
+        sizes = {"labeled": cfg.batch_size, "unlabeled": cfg.batch_size * cfg.unlabeled_ratio}
         # A stream with nothing to draw from falls back to all training rows it can use.
-        fallback = torch.cat([rows[SEG_UNLABELED], rows[SEG]]).unique()
+        fallback = torch.cat([rows[UNMASKED], rows[MASKED]]).unique()
         pools = {}
-        for name in self.method.streams:
-            pool_rows = rows[name] if len(rows[name]) else fallback
-            pools[name] = Pool(name, pool_rows, sizes[name], cfg.seed, *self._shard())
-        return tasks.make_streams(cfg, self.data, pools, self.method, self.world.rank)
+        for name, stream in self.method.streams.items():
+            pool_rows = rows[stream.rows] if len(rows[stream.rows]) else fallback
+            pools[name] = Pool(name, pool_rows, sizes[stream.size], cfg.seed, *self._shard())
+        roots = {name: source.root for name, source in self.data.sources.items()}
+        label_maps = self.task.prepare(self.data.bank, rows, roots)
+        return Streams(
+            self.data.bank, pools, cfg.augment, cfg.seed, self.world.rank, label_maps=label_maps
+        )
 
     def _shard(self) -> tuple[int, int]:
         return self.world.rank, self.world.size
@@ -178,10 +220,11 @@ class Trainer:
         rows = self.data.rows[PRETRAIN]
         if len(rows) == 0:
             raise ConfigError("the --pretrain-masks folders hold no masks")
-        method = segmentation_pretraining(self.method.uses_bridge, self.cfg.weights)
+        weights = self.method.options if hasattr(self.method.options, "seg") else None
+        method = segmentation_pretraining(self.method.uses_bridge, weights, self.task)
         pool = Pool(PRETRAIN, rows, self.cfg.batch_size, self.cfg.seed, *self._shard())
         streams = Streams(
-            self.data.bank, {SEG: pool}, self.cfg.augment, self.cfg.seed + 1, self.world.rank
+            self.data.bank, {MASKED: pool}, self.cfg.augment, self.cfg.seed + 1, self.world.rank
         )
         return method, streams
 
@@ -212,6 +255,7 @@ class Trainer:
             "best": self.best,
             "optimizer": self.optimizer.state_dict(),
             "world_size": self.world.size,
+            "method": self.method.state_dict(),
             **ranks[0],
             "other_ranks": ranks[1:],
         }
@@ -235,6 +279,7 @@ class Trainer:
             )
         mine = state if self.world.main else state["other_ranks"][self.world.rank - 1]
         self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state.get("method", {}))
         self.streams.load_state_dict(mine["streams"])
         if self.pretrain and mine.get("pretrain_streams"):
             self.pretrain[1].load_state_dict(mine["pretrain_streams"])
@@ -293,52 +338,50 @@ class Trainer:
         """Train until the step or time budget is spent; checkpoint at every validation."""
         main = self.world.main
         self.tb = TensorBoard(self.run / "tb", enabled=main)
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
         total = self.cfg.steps or 1.0  # steps, or the spent share of the time budget
         start = time.perf_counter() - self.elapsed
         bar = f"training {self.method.name}" + (f" ({self.world.size} processes)" * main)
         try:
             bar_or_quiet = progress_bar(bar, total=total) if main else nullcontext(_quiet)
-            with bar_or_quiet as advance:
+            with self.stop, bar_or_quiet as advance:
                 while not self._done():
                     self._train_step(advance, start)
+                    if self._stop_requested:
+                        raise Interrupted
                     if self.step % self.cfg.val_every == 0 or self._done():
                         if main:
                             score = summary_score(self.validate())
                             console.log(f"step {self.step}: validation score {score:.4f}")
                         self._sync_elapsed(start)
                         self.save("last")
-        except (KeyboardInterrupt, Interrupted):
-            if self.world.distributed:
-                # Ranks may stop at different points; a collective now could hang, so the
-                # last regular checkpoint (every --val-every steps) is where a resume starts.
+        except (KeyboardInterrupt, Interrupted) as stop:
+            if self.world.distributed and not isinstance(stop, Interrupted):
+                # A forced stop (second Ctrl-C) lands anywhere: a collective now could hang, so
+                # the last regular checkpoint (every --val-every steps) is where a resume starts.
                 console.print(f"rank {self.world.rank} interrupted at step {self.step}")
                 raise SystemExit(130) from None
-            self.save("last")
+            self.save("last")  # between steps; under torchrun every rank stops at this step
             console.print(
                 f"interrupted at step {self.step}; checkpoint saved. "
                 f"Continue with: multimix train --resume {self.run}"
             )
             raise SystemExit(130) from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
             self.tb.close()
         if main and not (self.ckpt_dir / "best.safetensors").exists():
             shutil.copy(self.ckpt_dir / "last.safetensors", self.ckpt_dir / "best.safetensors")
-        if main and self.cfg.task == tasks.MULTILABEL:
-            self._choose_thresholds()
+        if main:
+            self._after_training()
         return self.run
 
-    def _choose_thresholds(self) -> None:
-        """Per-finding thresholds of the best checkpoint on the validation images in memory."""
-        from multimix.engine.multilabel_eval import write_thresholds
-
+    def _after_training(self) -> None:
+        """The task's post-training step (multi-label: per-finding thresholds), on the best
+        checkpoint and the validation images of the class sources already in memory."""
         best = ckpt.load_weights(self.ckpt_dir / "best.safetensors", self.device)
         roles = {name: info["roles"] for name, info in self.data.split["sources"].items()}
         parts = [rows for s, rows in self.data.val.items() if "class" in roles[s]]
         rows = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-        classes = tuple(self.cfg.classes)
-        write_thresholds(self.run, best, self.data.bank, rows, classes, self.device)
+        self.task.after_training(self.run, best, self.data.bank, rows, self.device)
 
     def _sync_elapsed(self, start: float) -> None:
         """Every rank must agree on the time spent, or one would stop while others wait."""
@@ -352,16 +395,24 @@ class Trainer:
         method, streams = self.pretrain if self._pretraining() else (self.method, self.streams)
         batch = streams.draw(method.streams).to(self.device)
         self.model.train()
+        step = self.step
         with autocast(self.device):
-            loss, logs = self.ddp(method, batch) if self.ddp else method.loss(self.model, batch)
+            if self.ddp:
+                loss, logs = self.ddp(method, batch, step)
+            else:
+                loss, logs = method.loss(self.model, batch, step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        method.after_step(self.model, step + 1)
         self.step += 1
-        # One reduction per step: rank-averaged losses for the log and a shared clock.
+        # One reduction per step: rank-averaged losses for the log, a shared clock, and a stop
+        # request any rank received (so all ranks stop after the same step).
         logs["elapsed"] = time.perf_counter() - start
+        logs["stop"] = float(self.stop.requested)
         logs = distributed.mean(logs, self.world, self.device)
         self.elapsed = logs.pop("elapsed")
+        self._stop_requested = logs.pop("stop") > 0
         if self.world.main:
             row = {"step": self.step, "elapsed": round(self.elapsed, 3), "lr": lr}
             row |= {"phase": "pretrain" if method is not self.method else "train", **logs}
@@ -371,10 +422,6 @@ class Trainer:
 
     def _completed(self) -> float:
         return self.step if self.cfg.steps else self._progress()
-
-
-def _raise_interrupted(signum, frame) -> None:
-    raise Interrupted()
 
 
 def _quiet(*args, **kwargs) -> None:

@@ -1,79 +1,90 @@
 """What a training method is, and the registry the CLI looks methods up in.
 
-The engine never branches on method names: it asks the method which streams it needs, draws
-them, and calls ``loss``. A new method is a new module that registers itself.
+The engine never branches on method names. It builds a method from its own options dataclass
+and the task, lets it add modules (``setup``), draws the streams and views it names
+(``streams``), minimises its ``loss``, calls ``after_step`` after each optimizer step (an EMA
+teacher updates there) and checkpoints its ``state_dict``. A new method is one module in this
+package (discovered on first lookup) or anywhere else, registered with ``@register``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from torch import nn
 
-from multimix.models.net import MultiMixNet
+from multimix.core.batch import LABELED, MASKED, Batch, Stream
+from multimix.core.errors import ConfigError
+from multimix.core.registry import Registry
 
-# Stream names, in the order they are concatenated for the shared encoder pass.
-SEG = "seg"  # images with masks
-SEG_UNLABELED = "seg_unlabeled"  # images without masks, for the consistency term
-CLS = "cls"  # images with class labels
-UNLABELED = "unlabeled"  # images without class labels, as weak and strong views
-STREAMS = (SEG, SEG_UNLABELED, CLS, UNLABELED)
+if TYPE_CHECKING:
+    from multimix.tasks.base import Task
 
 
 @dataclass
-class Batch:
-    """One step's images. ``None`` where a method does not use a stream."""
-
-    seg_x: torch.Tensor | None = None
-    seg_y: torch.Tensor | None = None
-    seg_known: torch.Tensor | None = None
-    seg_unlabeled_x: torch.Tensor | None = None
-    cls_x: torch.Tensor | None = None
-    cls_y: torch.Tensor | None = None
-    weak_x: torch.Tensor | None = None
-    strong_x: torch.Tensor | None = None
-    # Multi-label task (methods.multilabel): finding codes of cls_x, and its zone targets.
-    cls_codes: torch.Tensor | None = None  # long (B, F), data.findings codes
-    cls_zones: torch.Tensor | None = None  # long (B, S, S) lung zone map
-    zone_y: torch.Tensor | None = None  # float (B, F, 6)
-    zone_known: torch.Tensor | None = None  # bool (B, F)
-
-    def to(self, device: torch.device) -> Batch:
-        """Move to ``device``; images go channels-last, which convolutions run faster on."""
-        moved = {}
-        for key, value in vars(self).items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(device, non_blocking=True)
-                if value.dim() == 4:
-                    value = value.contiguous(memory_format=torch.channels_last)
-            moved[key] = value
-        return Batch(**moved)
-
-
-@dataclass(frozen=True)
 class LossWeights:
-    """Defaults from the MultiMix paper."""
+    """Loss weights and the pseudo-label threshold; defaults from the MultiMix paper."""
 
-    cls: float = 1.0
-    seg: float = 5.0
-    pseudo: float = 0.25
-    consistency: float = 0.01
-    threshold: float = 0.7
+    cls: float = field(default=1.0, metadata={"flag": "w-cls", "help": "Classification loss."})
+    seg: float = field(default=5.0, metadata={"flag": "w-seg", "help": "Segmentation loss."})
+    pseudo: float = field(default=0.25, metadata={"flag": "w-pseudo", "help": "Pseudo-labels."})
+    consistency: float = field(
+        default=0.01, metadata={"flag": "w-consistency", "help": "Segmentation consistency."}
+    )
+    threshold: float = field(default=0.7, metadata={"help": "Pseudo-label confidence threshold."})
+
+    def validate(self) -> None:
+        if min(self.cls, self.seg, self.pseudo, self.consistency) < 0:
+            raise ConfigError("loss weights must be >= 0")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError("the pseudo-label threshold must lie in [0, 1]")
 
 
-@dataclass
+def parse_options(cls: type, raw: dict[str, Any] | Any, what: str) -> Any:
+    """``cls(**raw)`` with unknown keys named in one line; an instance passes through."""
+    if isinstance(raw, cls):
+        return raw
+    raw = dict(raw or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"{what} has no option {', '.join(unknown)}; it takes {', '.join(sorted(known))}"
+        )
+    try:
+        options = cls(**raw)
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    if hasattr(options, "validate"):
+        options.validate()
+    return options
+
+
 class Method(ABC):
-    """A training objective over a :class:`MultiMixNet`."""
+    """A training objective over a network, for the tasks in ``tasks``."""
 
-    weights: LossWeights = field(default_factory=LossWeights)
-    name = "method"
-    description = ""
+    name: ClassVar[str] = "method"
+    description: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ("multiclass",)
+    Options: ClassVar[type] = LossWeights
+
+    def __init__(self, options: Any = None, task: Task | None = None) -> None:
+        self.options = parse_options(self.Options, options, f"method {self.name!r}")
+        self.task = task
+        self.modules: nn.Module | None = None
+
+    @property
+    def weights(self) -> Any:
+        """The options (the built-in methods' options are their loss weights)."""
+        return self.options
 
     @property
     @abstractmethod
-    def streams(self) -> tuple[str, ...]:
-        """Streams this method draws each step."""
+    def streams(self) -> dict[str, Stream]:
+        """Stream name -> what to draw each step, in the order the data layer draws them."""
 
     @property
     def uses_bridge(self) -> bool:
@@ -81,39 +92,77 @@ class Method(ABC):
 
     @property
     def trains_classifier(self) -> bool:
-        return CLS in self.streams
+        return any(s.rows == LABELED for s in self.streams.values())
 
     @property
     def trains_segmentation(self) -> bool:
-        return SEG in self.streams
+        return any(s.rows == MASKED for s in self.streams.values())
+
+    def setup(self, model: nn.Module) -> nn.Module | None:
+        """Extra trainable modules (a projection head, ...), or None.
+
+        The trainer moves them to the device, trains them with the network (their own optimizer
+        parameter group), wraps them with it under DDP and checkpoints them via ``state_dict``.
+        Non-trained state (an EMA teacher) is kept by the method itself.
+        """
+        return None
 
     @abstractmethod
-    def loss(self, model: MultiMixNet, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """The scalar to minimise and the numbers worth logging."""
+    def loss(
+        self, model: nn.Module, batch: Batch, step: int = 0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar to minimise and the numbers worth logging; ``step`` counts from 0."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Called after each optimizer step (``step`` is the number of steps done)."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly (tensors and plain values)."""
+        return {"modules": self.modules.state_dict()} if self.modules is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.modules is not None and "modules" in state:
+            self.modules.load_state_dict(state["modules"])
 
 
-METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("method", "multimix.methods")
 
 
 def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
+    """Class decorator: register ``cls`` under ``task/name`` for each of its tasks."""
+    for task in cls.tasks:
+        METHODS.register(f"{task}/{cls.name}")(cls)
     return cls
 
 
-def get_method(name: str, weights: LossWeights | None = None) -> Method:
-    from multimix.core.errors import ConfigError
-
-    _import_builtin_methods()
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name](weights=weights or LossWeights())
-
-
-def available_methods() -> dict[str, str]:
-    _import_builtin_methods()
-    return {n: m.description for n, m in sorted(METHODS.items())}
+def method_class(name: str, task: str = "multiclass") -> type[Method]:
+    key = f"{task}/{name}"
+    if key not in METHODS:
+        names = sorted(k.split("/", 1)[1] for k in METHODS if k.startswith(f"{task}/"))
+        raise ConfigError(
+            f"unknown method {name!r} for --task {task}; choose one of {', '.join(names)}"
+        )
+    return METHODS.get(key)
 
 
-def _import_builtin_methods() -> None:
-    """Method modules register on import; imported here, lazily, to avoid import cycles."""
-    from multimix.methods import multilabel, multimix  # noqa: F401
+def get_method(
+    name: str, options: Any = None, task: Task | None = None, task_name: str | None = None
+) -> Method:
+    """The method ``name`` for ``task``; without one, for ``task_name``'s task with its default
+    options and two classes (normal, pneumonia), as a quick start for notebooks and benchmarks."""
+    if task is None:
+        from multimix.tasks import get_task
+
+        task = get_task(task_name or "multiclass", ("normal", "pneumonia"))
+    return method_class(name, task.name)(options, task)
+
+
+def available_methods(task: str | None = None) -> dict[str, str]:
+    """Method name -> description (for one task, or all: then names may repeat per task)."""
+    out: dict[str, str] = {}
+    for key, cls in METHODS.items():
+        kind, name = key.split("/", 1)
+        if task is None or kind == task:
+            out.setdefault(name, cls.description)
+    return dict(sorted(out.items()))

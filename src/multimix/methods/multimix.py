@@ -15,28 +15,17 @@ decoder runs only on the images whose masks are used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from multimix.methods.base import (
-    CLS,
-    SEG,
-    SEG_UNLABELED,
-    UNLABELED,
-    Batch,
-    LossWeights,
-    Method,
-    register,
-)
-from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
+from multimix.core.batch import LABELED, MASKED, UNLABELED, UNMASKED, Batch, Stream
+from multimix.methods.base import LossWeights, Method, register
+from multimix.methods.losses import bernoulli_kl, dice_bce
 from multimix.models.encoder import EncoderTrace
-from multimix.models.net import MultiMixNet, leading_rows
+from multimix.models.net import leading_rows
 from multimix.models.saliency import input_saliency, traced_saliency
 
 
-@dataclass
 class JointObjective(Method):
     """Switches select the paper's rows; subclasses below only set them."""
 
@@ -47,27 +36,29 @@ class JointObjective(Method):
     consistency = False
 
     @property
-    def streams(self) -> tuple[str, ...]:
-        chosen = [
-            (SEG, self.segment),
-            (SEG_UNLABELED, self.consistency),
-            (CLS, self.classify),
-            (UNLABELED, self.pseudo),
-        ]
-        return tuple(name for name, on in chosen if on)
+    def streams(self) -> dict[str, Stream]:
+        chosen = {
+            MASKED: (Stream(MASKED, masks=True), self.segment),
+            UNMASKED: (Stream(UNMASKED), self.consistency),
+            LABELED: (Stream(LABELED, targets=True), self.classify),
+            UNLABELED: (Stream(UNLABELED, ("weak", "strong"), size="unlabeled"), self.pseudo),
+        }
+        return {name: stream for name, (stream, on) in chosen.items() if on}
 
     @property
     def uses_bridge(self) -> bool:
         return self.bridge
 
-    def loss(self, model: MultiMixNet, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        w = self.weights
+    def loss(
+        self, model: nn.Module, batch: Batch, step: int = 0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        w, task = self.weights, self.task
         parts = {
-            "seg": batch.seg_x if self.segment else None,
-            "segu": batch.seg_unlabeled_x if self.consistency else None,
-            "cls": batch.cls_x if self.classify else None,
-            "weak": batch.weak_x if self.pseudo else None,
-            "strong": batch.strong_x if self.pseudo else None,
+            "seg": batch[MASKED]["weak"].x if self.segment else None,
+            "segu": batch[UNMASKED]["weak"].x if self.consistency else None,
+            "cls": batch[LABELED]["weak"].x if self.classify else None,
+            "weak": batch[UNLABELED]["weak"].x if self.pseudo else None,
+            "strong": batch[UNLABELED]["strong"].x if self.pseudo else None,
         }
         sizes = {k: (0 if v is None else v.shape[0]) for k, v in parts.items()}
         x = torch.cat([v for v in parts.values() if v is not None])
@@ -95,7 +86,8 @@ class JointObjective(Method):
             image = x[:n_dec].detach() if self.bridge else None
             mask_logits = model.segment([leading_rows(f, n_dec) for f in feats], image, sal)
             n_seg = sizes["seg"]
-            seg = dice_bce(mask_logits[:n_seg], batch.seg_y, batch.seg_known)
+            seg_view = batch[MASKED]["weak"]
+            seg = dice_bce(mask_logits[:n_seg], seg_view.masks, batch[MASKED].known)
             total = total + w.seg * seg
             logs["loss_seg"] = seg.item()
             if self.consistency and sizes["segu"]:
@@ -108,15 +100,14 @@ class JointObjective(Method):
         offset = n_dec
         if self.classify:
             cls_logits = logits[offset : offset + sizes["cls"]]
-            ce = F.cross_entropy(cls_logits, batch.cls_y)
+            ce, cls_logs = task.supervised_loss(cls_logits, batch[LABELED].targets)
             total = total + w.cls * ce
-            logs["loss_cls"] = ce.item()
-            logs["train_acc"] = (cls_logits.argmax(1) == batch.cls_y).float().mean().item()
+            logs |= cls_logs
             offset += sizes["cls"]
         if self.pseudo:
             weak = logits[offset : offset + sizes["weak"]]
             strong = logits[offset + sizes["weak"] :]
-            pl, keep = pseudo_label_loss(weak, strong, w.threshold)
+            pl, keep = task.pseudo_label_loss(weak, strong, w.threshold)
             total = total + w.pseudo * pl
             logs["loss_pseudo"] = pl.item()
             logs["pseudo_kept"] = keep.float().mean().item()
@@ -160,8 +151,8 @@ class MultiMix(JointObjective):
     classify = segment = pseudo = bridge = consistency = True
 
 
-def segmentation_pretraining(bridge: bool, weights: LossWeights) -> JointObjective:
+def segmentation_pretraining(bridge: bool, weights: LossWeights, task) -> JointObjective:
     """Masks-only objective for pre-training on pseudo-masks; keeps the model's bridge in use."""
-    method = UNet(weights=weights)
+    method = UNet(weights, task)
     method.bridge = bridge
     return method

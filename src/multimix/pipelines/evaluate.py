@@ -49,13 +49,13 @@ def evaluate_run(
     from multimix.data.sources import load_source
     from multimix.engine.runtime import select_device
     from multimix.explain.report_metrics import check_methods, explanation_metrics
-    from multimix.tasks import label_space
 
     explain = check_methods(explain)
     bad = BadInputs(on_bad_input)
     dev = select_device(device)
     cfg, model = load_run(run, device=dev)
-    labels = label_space(cfg, classes, label_map)
+    task = cfg.make_task(classes, label_map)
+    labels = task.space
     if len(labels.classes) != model.cfg.n_classes:
         raise ConfigError(
             f"the run was trained on {len(cfg.classes)} classes, not {len(labels.classes)}"
@@ -86,7 +86,7 @@ def evaluate_run(
             from multimix.engine.multilabel_eval import multilabel_extras, run_thresholds
 
             thresholds = run_thresholds(run, dev)
-            share = cfg.multilabel.zone_min_share
+            share = task.options.zone_min_share
             block |= multilabel_extras(model, bank, preds, labels, thresholds, share)
         if explain:
             block["explanations"] = explanation_metrics(

@@ -34,6 +34,41 @@ class Task:
         self.options = options if options is not None else self.Options()
 
     # -- training side: label space, targets, heads, maps warped with views, losses ---------
+    def make_space(self) -> Any:
+        """The label space that reads raw labels into bank targets (``encode``, ``stratum``)."""
+        raise NotImplementedError
+
+    @property
+    def space(self) -> Any:
+        return self.make_space()
+
+    def check_data(self, class_data: list[str], seg_data: list[str]) -> None:
+        """A one-line error when the run's folders cannot train this task."""
+
+    def model_options(self) -> dict:
+        """Extra :class:`~multimix.models.net.ModelConfig` fields (task name, heads)."""
+        return {"task": self.name}
+
+    def prepare(self, bank: Any, rows: dict, roots: dict) -> Any:
+        """Once before training, from the training bank: statistics the loss needs, and the
+        :class:`~multimix.data.streams.LabelMaps` a labeled stream warps with its views (or
+        None)."""
+        return None
+
+    def supervised_loss(self, logits: Any, targets: Any) -> tuple[Any, dict[str, float]]:
+        """The loss on labeled images and the numbers worth logging."""
+        raise NotImplementedError
+
+    def pseudo_label_loss(self, weak: Any, strong: Any, threshold: float) -> tuple[Any, Any]:
+        """FixMatch's loss for this kind of label, and which pseudo-labels were kept."""
+        raise NotImplementedError
+
+    def localization_loss(self, model: Any, feats: list, extras: dict) -> Any:
+        """A loss on the task's localization head, or None when it has none."""
+        return None
+
+    def after_training(self, run: Any, model: Any, bank: Any, val_rows: Any, device: Any) -> None:
+        """A step after training on the best checkpoint (e.g. choosing thresholds)."""
 
     # -- evaluation and prediction side: probabilities, metrics, columns, captions, report ---
 
