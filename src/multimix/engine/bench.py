@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from multimix.core.atomic import atomic_write_text
+from multimix.core.batch import LABELED, MASKED, UNLABELED, UNMASKED, Batch, Draw
 from multimix.core.errors import ConfigError
 from multimix.engine import runtime
 from multimix.engine.measure import (
@@ -31,7 +32,6 @@ from multimix.engine.measure import (
     synchronizer,
     time_rounds,
 )
-from multimix.core.batch import LABELED, MASKED, UNLABELED, UNMASKED, Batch, Draw
 from multimix.methods.base import LossWeights, get_method
 from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
 from multimix.methods.multimix import JointObjective
