@@ -399,13 +399,51 @@ def bench(
     typer.echo(f"written to {out}")
 
 
+def _options_line(options_cls: type) -> str:
+    """``name=default`` for each field of an options dataclass."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(options_cls):
+        return ""
+    parts = []
+    for f in dataclasses.fields(options_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        parts.append(f"{f.name}={default}")
+    return ", ".join(parts)
+
+
 @app.command()
 def methods() -> None:
-    """List the training methods."""
-    from multimix.methods.base import available_methods
+    """List the training methods, per task, with their options (set them with --set method.X=Y)."""
+    from multimix.methods.base import METHODS
 
-    for name, description in available_methods().items():
-        typer.echo(f"{name:10s} {description}")
+    for key, cls in METHODS.items():
+        task, name = key.split("/", 1)
+        typer.echo(f"{name:12s} {task:11s} {cls.description}")
+        options = _options_line(cls.Options)
+        if options:
+            typer.echo(f"{'':25s} options: {options}")
+
+
+@app.command()
+def backbones() -> None:
+    """List the encoders a run can use (--backbone NAME)."""
+    from multimix.models.backbones import available_backbones
+
+    for name, description in available_backbones().items():
+        typer.echo(f"{name:12s} {description}")
+
+
+@app.command()
+def tasks() -> None:
+    """List the tasks (--task NAME) with their options (set them with --set task.X=Y)."""
+    from multimix.tasks import TASKS
+
+    for name, cls in TASKS.items():
+        typer.echo(f"{name:12s} {cls.description}")
+        options = _options_line(cls.Options)
+        if options:
+            typer.echo(f"{'':12s} options: {options}")
 
 
 def _tune_allocator() -> None:

@@ -95,7 +95,7 @@ _STYLES: dict[str, _Style] = {
 }
 
 
-def _smoothstep(t: np.ndarray) -> np.ndarray:
+def smoothstep(t: np.ndarray) -> np.ndarray:
     """C1 ramp 0..1; soft edges look like radiographs, hard ones like clip art."""
     t = np.minimum(np.maximum(t, 0.0), 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -126,7 +126,7 @@ def _upsample2(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
+def grid(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates in [-1, 1]: x as a row, y as a column (y points down)."""
     c = ((np.arange(n, dtype=np.float32) + 0.5) / n * 2.0 - 1.0).astype(np.float32)
     return c[None, :], c[:, None]
@@ -230,20 +230,20 @@ def _ribs(
         kr = np.round(k)
         dist = np.abs(k - kr) * (pitch + 2.0 * grow * kr)
         thick = rng.uniform(0.034, 0.042)
-        prof = _smoothstep((thick - dist) / (0.6 * thick)) * (0.75 + 0.25 * (dist / thick) ** 2)
+        prof = smoothstep((thick - dist) / (0.6 * thick)) * (0.75 + 0.25 * (dist / thick) ** 2)
         reach = rng.uniform(0.8, 0.92)
-        fade = _smoothstep((reach - d) / 0.1) * _smoothstep((d + 0.03) / 0.08)
+        fade = smoothstep((reach - d) / 0.1) * smoothstep((d + 0.03) / 0.08)
         out += (prof * ((kr < 10) & (w > w0 - 0.04)) * fade) * rng.uniform(0.12, 0.16)
         # Anterior ribs: faint, running down-medially from the lateral wall.
         wa = y - 0.5 * (reach - d)
         ka = (wa - w0) / (pitch * 1.2)
         da = np.abs(ka - np.round(ka)) * pitch * 1.2
-        pa = _smoothstep((0.022 - da) / 0.012) * ((ka > -0.5) & (ka < 5.5))
-        out += pa * _smoothstep((reach - d) / 0.1) * _smoothstep((d - 0.15) / 0.25) * 0.04
+        pa = smoothstep((0.022 - da) / 0.012) * ((ka > -0.5) & (ka < 5.5))
+        out += pa * smoothstep((reach - d) / 0.1) * smoothstep((d - 0.15) / 0.25) * 0.04
     return out
 
 
-def _opacities(
+def opacities(
     rng: np.random.Generator, lungs: np.ndarray, gate: np.ndarray
 ) -> tuple[np.ndarray, list[tuple[str, int, int, int, int]]]:
     """Soft patchy bright blobs confined to the lungs, and one box per blob.
@@ -252,7 +252,7 @@ def _opacities(
     is multiplied by it, so an opacity can never leak into the mediastinum or the abdomen.
     """
     size = lungs.shape[0]
-    x, y = _grid(size)
+    x, y = grid(size)
     out = np.zeros((size, size), dtype=np.float32)
     boxes: list[tuple[str, int, int, int, int]] = []
     inside = np.flatnonzero(lungs)
@@ -298,14 +298,14 @@ def make_phantom(
     st = _check_style(style)
     size = _check_int("size", size, _MIN_SIZE)
     work = size // 2 if size % 2 == 0 and size >= 2 * _MIN_SIZE else size
-    x, y = _grid(work)
+    x, y = grid(work)
     px = 2.0 / work  # one working pixel in normalised units
 
     # Body: attenuation follows the chord through an elliptic torso, so edges fall off softly.
     bx = rng.uniform(-0.03, 0.03)
     bw = st.body_width * rng.uniform(0.96, 1.04)
     neck = rng.uniform(0.26, 0.34)
-    half_w = neck + (bw - neck) * _smoothstep((y - rng.uniform(-1.08, -0.96)) / 0.4)
+    half_w = neck + (bw - neck) * smoothstep((y - rng.uniform(-1.08, -0.96)) / 0.4)
     body = np.sqrt(np.sqrt(np.clip(1.0 - ((x - bx) / half_w) ** 2, 0.0, 1.0)))
     att = 0.04 + rng.uniform(0.48, 0.54) * body
 
@@ -327,10 +327,10 @@ def make_phantom(
     sx = bx + rng.uniform(-0.02, 0.02)
     period = rng.uniform(0.085, 0.1)
     vert = 0.7 + 0.3 * np.cos(np.pi * (y - rng.uniform(0.0, 1.0)) / period) ** 2
-    spine = _smoothstep((0.07 - np.abs(x - sx)) / 0.035) * vert
-    mw = 0.2 + st.mediastinum * _smoothstep((-0.2 - y) / 0.5) + 0.06 * _smoothstep(y + 0.5)
-    medi = _smoothstep((mw - np.abs(x - sx)) / 0.1) * _smoothstep((y + 0.75) / 0.3)
-    trachea = _smoothstep((0.03 - np.abs(x - sx)) / 0.015) * _smoothstep((-0.35 - y) / 0.15)
+    spine = smoothstep((0.07 - np.abs(x - sx)) / 0.035) * vert
+    mw = 0.2 + st.mediastinum * smoothstep((-0.2 - y) / 0.5) + 0.06 * smoothstep(y + 0.5)
+    medi = smoothstep((mw - np.abs(x - sx)) / 0.1) * smoothstep((y + 0.75) / 0.3)
+    trachea = smoothstep((0.03 - np.abs(x - sx)) / 0.015) * smoothstep((-0.35 - y) / 0.15)
 
     # Clavicles.
     clav_y = rng.uniform(-0.64, -0.54)
@@ -343,16 +343,16 @@ def make_phantom(
 
     ribs = _ribs(rng, x, y, sx, st)
     # The abdomen starts under each hemidiaphragm, and right under the heart's centre medially.
-    below = _smoothstep((y - np.minimum(np.where(x < sx, yd_right, yd_left), hcy + 0.08)) / 0.12)
+    below = smoothstep((y - np.minimum(np.where(x < sx, yd_right, yd_left), hcy + 0.08)) / 0.12)
     texture = _smooth_noise(rng, work, max(8, work // 4), 0.8)
     hilum = np.zeros_like(att)
     for side in (-1, 1):
         hx, hy = sx + side * rng.uniform(0.2, 0.26), rng.uniform(-0.12, 0.0)
         hilum += np.exp(-(((x - hx) / 0.13) ** 2 + ((y - hy) / 0.18) ** 2))
 
-    heart_soft = _smoothstep(heart_m / 0.05)
+    heart_soft = smoothstep(heart_m / 0.05)
     edge = 1.5 * px + 0.01  # width of the lung border ramp, normalised units
-    lung_soft = _smoothstep(lung_m / edge) * (0.78 + 0.22 * _smoothstep(lung_m / 0.2))
+    lung_soft = smoothstep(lung_m / edge) * (0.78 + 0.22 * smoothstep(lung_m / 0.2))
     # Mediastinum, heart and abdomen are one continuous dense region, not stacked layers.
     dense = rng.uniform(0.11, 0.14) * np.maximum(np.maximum(medi, 0.9 * heart_soft), below)
     att += body * (dense + 0.07 * spine * (1.0 - 0.6 * heart_soft) * (1.0 - 0.5 * below))
@@ -360,7 +360,7 @@ def make_phantom(
     att -= air * lung_soft
     att += lung_soft * (0.1 * hilum + 0.16 * (texture - 0.5))
     att += ribs * body * (1.0 - 0.85 * below)
-    att += rng.uniform(0.12, 0.17) * _smoothstep(clav_m / (1.5 * px))
+    att += rng.uniform(0.12, 0.17) * smoothstep(clav_m / (1.5 * px))
     # Smooth low-frequency variation (separable, cheap).
     fx, fy = rng.uniform(0.5, 1.8, size=2)
     lowf = np.cos(fx * x + rng.uniform(0, 6.3)) * np.cos(fy * y + rng.uniform(0, 6.3))
@@ -382,12 +382,12 @@ def make_phantom(
     if with_findings is not None:
         from multimix.data.phantom_findings import draw_findings
 
-        gate = _smoothstep(lung_m / edge)
+        gate = smoothstep(lung_m / edge)
         findings, boxes = draw_findings(rng, set(with_findings), att, masks, gate, sx)
         label = "|".join(findings) or "No Finding"
     elif pneumonia:
-        gate = _smoothstep(lung_m / edge)  # follows the air it replaces; 0 outside the lungs
-        opacity, boxes = _opacities(rng, masks["lungs"], gate)
+        gate = smoothstep(lung_m / edge)  # follows the air it replaces; 0 outside the lungs
+        opacity, boxes = opacities(rng, masks["lungs"], gate)
         att += opacity
         findings = ["opacity"]
 

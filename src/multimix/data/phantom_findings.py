@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from multimix.data.phantom import _grid, _opacities, _smoothstep
+from multimix.data.phantom import grid, opacities, smoothstep
 
 FINDINGS = ("cardiomegaly", "effusion", "nodule", "opacity")
 FINDING_RATES = {"cardiomegaly": 0.2, "effusion": 0.2, "nodule": 0.2, "opacity": 0.3}
@@ -33,18 +33,18 @@ def _bbox(finding: str, mask: np.ndarray) -> Box | None:
 
 def _nodule(rng, att, lungs, gate) -> Box | None:
     size = lungs.shape[0]
-    x, y = _grid(size)
+    x, y = grid(size)
     inside = np.flatnonzero(lungs)
     row, col = divmod(int(inside[rng.integers(inside.size)]), size)
     r = rng.uniform(0.06, 0.09)
     d = np.sqrt((x - x[0, col]) ** 2 + (y - y[row, 0]) ** 2)
-    att += rng.uniform(0.2, 0.28) * _smoothstep((r - d) / (0.35 * r)) * gate
+    att += rng.uniform(0.2, 0.28) * smoothstep((r - d) / (0.35 * r)) * gate
     return _bbox("nodule", (d < r) & lungs)
 
 
 def _effusion(rng, att, lungs, gate, spine_x: float) -> Box | None:
     size = lungs.shape[0]
-    x, y = _grid(size)
+    x, y = grid(size)
     side = 1 if rng.random() < 0.5 else -1
     lung = lungs & ((x - spine_x) * side > 0)
     if not lung.any():
@@ -55,7 +55,7 @@ def _effusion(rng, att, lungs, gate, spine_x: float) -> Box | None:
     depth = rng.uniform(0.16, 0.26)
     u = np.clip(((x - spine_x) * side - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
     surface = bottom - depth * (0.45 + 0.9 * u**2)  # meniscus: higher laterally
-    fluid = _smoothstep((y - surface) / 0.03) * gate * ((x - spine_x) * side > 0)
+    fluid = smoothstep((y - surface) / 0.03) * gate * ((x - spine_x) * side > 0)
     att += rng.uniform(0.26, 0.32) * fluid
     return _bbox("effusion", lung & (y > surface))
 
@@ -75,7 +75,7 @@ def draw_findings(
     lungs = masks["lungs"]
     boxes: list[Box] = []
     if "opacity" in wanted:
-        opacity, found = _opacities(rng, lungs, gate)
+        opacity, found = opacities(rng, lungs, gate)
         att += opacity
         boxes += found
     if "nodule" in wanted:
