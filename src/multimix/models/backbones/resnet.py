@@ -18,6 +18,20 @@ def _conv3x3(cin: int, cout: int, norm: str, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=norm == "none")
 
 
+class StridedPointwise(nn.Conv2d):
+    """A strided 1x1 convolution computed as subsampling, then a stride-1 1x1 convolution.
+
+    The same values and parameters (so the same state-dict keys); the detour exists because
+    PyTorch 2.13's CPU backward of a channels-last strided 1x1 convolution with 8 input
+    channels corrupts the heap (seen on an AMD EPYC: "free(): invalid next size").
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = self.stride
+        x = x[:, :, :: step[0], :: step[1]]
+        return nn.functional.conv2d(x, self.weight, self.bias)
+
+
 class BasicBlock(nn.Module):
     """He et al. (2016): relu(body(x) + shortcut(x)), body conv3x3 -> norm -> ReLU -> conv3x3
     -> norm. A 1x1 projection (strided, normalised) matches the shortcut's shape when needed.
@@ -38,7 +52,7 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=norm == "none"),
+                StridedPointwise(cin, cout, 1, stride=stride, bias=norm == "none"),
                 norm_layer(norm, cout),
             )
         self.relu = nn.ReLU(inplace=True)
