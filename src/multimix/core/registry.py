@@ -35,7 +35,10 @@ class Registry(Generic[T]):
             key = name or getattr(part, "name", None)
             if not key:
                 raise ValueError(f"a {self.kind} needs a name to register")
-            self._parts[key] = part
+            old = self._parts.get(key)
+            if old is not None and _identity(old) != _identity(part):
+                raise ValueError(f"{self.kind} {key!r} is already registered by {_identity(old)}")
+            self._parts[key] = part  # the same part again (a module reloaded) replaces it
             return part
 
         return add
@@ -66,3 +69,11 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return [(name, self._parts[name]) for name in self]
+
+    def pop(self, name: str, default: T | None = None) -> T | None:
+        """Unregister ``name`` (tests that register a part of their own clean up with it)."""
+        return self._parts.pop(name, default)
+
+
+def _identity(part: object) -> str:
+    return f"{getattr(part, '__module__', '?')}.{getattr(part, '__qualname__', repr(part))}"

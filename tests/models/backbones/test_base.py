@@ -22,7 +22,6 @@ from multimix.models.backbones import (
     get_backbone,
     register_backbone,
 )
-from multimix.models.backbones import base as registry
 from multimix.models.blocks import norm_layer
 from multimix.models.net import ModelConfig, MultiMixNet
 
@@ -66,7 +65,7 @@ def test_a_new_file_in_the_package_registers_itself(tmp_path, monkeypatch):
         )
     )
     monkeypatch.setattr(backbones_pkg, "__path__", [*backbones_pkg.__path__, str(tmp_path)])
-    monkeypatch.setattr(registry, "_discovered", False)
+    monkeypatch.setattr(BACKBONES, "_discovered", False)
     try:
         assert available_backbones()["dropped-in"] == "a test's copy of the unet encoder"
     finally:

@@ -12,8 +12,6 @@ here; a backbone defined anywhere else is registered as soon as its module is im
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from multimix.core.errors import ConfigError
+from multimix.core.registry import Registry
 
 
 @dataclass
@@ -127,8 +125,7 @@ def norm_with_scale(norm: nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 # -- the registry ------------------------------------------------------------------------------
-BACKBONES: dict[str, type[Backbone]] = {}
-_discovered = False
+BACKBONES: Registry[type[Backbone]] = Registry("backbone", "multimix.models.backbones")
 B = TypeVar("B", bound=type[Backbone])
 
 
@@ -144,46 +141,23 @@ def register_backbone(name: str, description: str = "") -> Callable[[B], B]:
     def decorate(cls: B) -> B:
         if not (isinstance(cls, type) and issubclass(cls, Backbone)):
             raise TypeError(f"backbone {name!r} must subclass multimix.models.backbones.Backbone")
-        old = BACKBONES.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (
-            cls.__module__,
-            cls.__qualname__,
-        ):
-            raise ValueError(f"backbone {name!r} is already registered by {old.__qualname__}")
+        BACKBONES.register(name)(cls)
         cls.name = name
         doc = (cls.__doc__ or "").strip().splitlines()
         cls.description = description or (doc[0] if doc else name)
-        BACKBONES[name] = cls
         return cls
 
     return decorate
 
 
-def discover() -> None:
-    """Import every module of this package once, so the built-in backbones register."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    package = importlib.import_module(__package__)
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "base" and not info.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{info.name}")
-
-
 def available_backbones() -> dict[str, str]:
     """Registered name -> one-line description, sorted by name."""
-    discover()
-    return {name: BACKBONES[name].description for name in sorted(BACKBONES)}
+    return {name: cls.description for name, cls in BACKBONES.items()}
 
 
 def backbone_class(name: str) -> type[Backbone]:
     """The class registered as ``name``; an unknown name is a one-line ``ConfigError``."""
-    discover()
-    if name not in BACKBONES:
-        known = ", ".join(sorted(BACKBONES))
-        raise ConfigError(f"unknown backbone {name!r}; registered backbones: {known}")
-    return BACKBONES[name]
+    return BACKBONES.get(name)
 
 
 def get_backbone(name: str, **options: object) -> Backbone:
