@@ -42,9 +42,8 @@ class PixelLinear(nn.Conv2d):
 
     Same parameters and outputs as ``nn.Conv2d(cin, cout, 1)``. With few output channels (the
     mask head has one per structure, the localization head one per finding) oneDNN's 1x1
-    backward is slow on CPU: 16 to 1 channels at 16x256x256 took 11 ms on 2 cores (about 6
-    GFLOP/s) where the BLAS products take about 5; 64 to 8 channels at 40x64x64, forward and
-    backward, 16.2 ms against 9.1.
+    backward is slow on CPU, and the BLAS products are not (measured: benchmarks/results/
+    speed.md).
     """
 
     def __init__(self, cin: int, cout: int) -> None:

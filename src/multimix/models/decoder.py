@@ -13,9 +13,8 @@ class UpConv(nn.ConvTranspose2d):
     """2x2, stride-2 transposed convolution with its bias added apart.
 
     Same parameters and outputs as ``nn.ConvTranspose2d``. On CPU, oneDNN forms a transposed
-    convolution's bias gradient several times slower than summing the output gradient (27 ms
-    against 5 ms for a 16x16x256x256 output on 2 cores), and that sum is all autograd does for
-    the separate add.
+    convolution's bias gradient several times slower than summing the output gradient, and that
+    sum is all autograd does for the separate add (measured: benchmarks/results/speed.md).
     """
 
     def __init__(self, cin: int, cout: int) -> None:

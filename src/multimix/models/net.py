@@ -117,9 +117,8 @@ class MultiMixNet(nn.Module):
         """
         centered = x - x.mean(dim=(-2, -1), keepdim=True)
         pixels = x.shape[-2] * x.shape[-1]
-        # The sample standard deviation as the norm of the centred image: 6.2 ms against 11.6
-        # with torch.std_mean for 40 images at 256x256 on 2 cores; centred first, so no
-        # cancellation either.
+        # The sample standard deviation as the norm of the centred image: one reduction instead
+        # of torch.std_mean's two (faster on CPU), centred first, so no cancellation either.
         norm = torch.linalg.vector_norm(centered, dim=(-2, -1), keepdim=True)
         return centered / (norm / math.sqrt(max(pixels - 1, 1)) + 1e-3)
 
