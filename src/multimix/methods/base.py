@@ -68,7 +68,7 @@ class Method(ABC):
 
     name: ClassVar[str] = "method"
     description: ClassVar[str] = ""
-    tasks: ClassVar[tuple[str, ...]] = ("multiclass",)
+    tasks: ClassVar[tuple[str, ...]] = ("multiclass",)  # task families (``Task.family``)
     Options: ClassVar[type] = LossWeights
 
     def __init__(self, options: Any = None, task: Task | None = None) -> None:
@@ -130,16 +130,20 @@ METHODS: Registry[type[Method]] = Registry("method", "multimix.methods")
 
 
 def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: register ``cls`` under ``task/name`` for each of its tasks."""
+    """Class decorator: register ``cls`` under ``family/name`` for each task family it serves."""
     for task in cls.tasks:
         METHODS.register(f"{task}/{cls.name}")(cls)
     return cls
 
 
 def method_class(name: str, task: str = "multiclass") -> type[Method]:
-    key = f"{task}/{name}"
+    """The method ``name`` for the task registered as ``task`` (looked up by its family)."""
+    from multimix.tasks import TASKS
+
+    family = TASKS.get(task).family
+    key = f"{family}/{name}"
     if key not in METHODS:
-        names = sorted(k.split("/", 1)[1] for k in METHODS if k.startswith(f"{task}/"))
+        names = sorted(k.split("/", 1)[1] for k in METHODS if k.startswith(f"{family}/"))
         raise ConfigError(
             f"unknown method {name!r} for --task {task}; choose one of {', '.join(names)}"
         )

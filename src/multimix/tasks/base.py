@@ -22,6 +22,9 @@ class Task:
     name: ClassVar[str] = "task"
     description: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    # The kind of targets and losses it offers methods; methods register per family, so a task
+    # that subclasses MultiClass trains with every multi-class method.
+    family: ClassVar[str] = ""
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from multimix.tasks.base import TASKS, Task
 class MultiClass(Task):
     name = "multiclass"
     description = "one class per image (softmax), e.g. normal / pneumonia"
+    family = "multiclass"
 
     # -- training side ----------------------------------------------------------------------
     def make_space(self) -> LabelSpace:

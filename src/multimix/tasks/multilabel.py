@@ -181,6 +181,7 @@ class MultiLabel(Task):
     name = "multilabel"
     description = "findings per image (one sigmoid each), optional segmentation/localization"
     Options = MultiLabelOptions
+    family = "multilabel"
 
     # -- training side ----------------------------------------------------------------------
     pos_weight: torch.Tensor | None = None
