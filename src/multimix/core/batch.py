@@ -80,7 +80,9 @@ class Batch(dict[str, Draw]):
         out = Batch()
         for name, draw in self.items():
             views = {
-                v: View(move(view.x), move(view.masks), {k: move(e) for k, e in view.extras.items()})
+                v: View(
+                    move(view.x), move(view.masks), {k: move(e) for k, e in view.extras.items()}
+                )
                 for v, view in draw.views.items()
             }
             out[name] = Draw(draw.rows, views, move(draw.known), move(draw.targets))

@@ -50,12 +50,14 @@ def evaluate_run(
     from multimix.engine.runtime import select_device
     from multimix.explain.report_metrics import check_methods, explanation_metrics
     from multimix.tasks import label_space
+    from multimix.tasks.base import task_of_run
 
     explain = check_methods(explain)
     bad = BadInputs(on_bad_input)
     dev = select_device(device)
     cfg, model = load_run(run, device=dev)
     labels = label_space(cfg, classes, label_map)
+    task = task_of_run(cfg, labels.classes, label_map)
     if len(labels.classes) != model.cfg.n_classes:
         raise ConfigError(
             f"the run was trained on {len(cfg.classes)} classes, not {len(labels.classes)}"
@@ -80,14 +82,9 @@ def evaluate_run(
     results, kept = {}, {}
     for name, (bank, used) in banks.items():
         rows = torch.arange(len(bank))
-        preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep)
-        block = source_metrics(bank, rows, preds, labels.classes, bank.structures)
-        if preds.multilabel:  # thresholded findings (chosen on validation) and localization
-            from multimix.engine.multilabel_eval import multilabel_extras, run_thresholds
-
-            thresholds = run_thresholds(run, dev)
-            share = cfg.multilabel.zone_min_share
-            block |= multilabel_extras(model, bank, preds, labels, thresholds, share)
+        preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep, task=task)
+        block = source_metrics(bank, rows, preds, labels.classes, bank.structures, task=task)
+        block |= task.extra_metrics(Path(run), model, bank, preds, labels, dev)
         if explain:
             block["explanations"] = explanation_metrics(
                 model, bank, rows, explain, dev, samples=explain_samples
