@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from multimix.explain.quality import deletion_auc, deletion_curve, mass_inside
 class SpotDetector(nn.Module):
     """Toy classifier: class 1 when the 8x8 patch at rows/cols 4..11 holds a sharp bright spot.
 
-    It has the ``encode``/``classify``/``class_probabilities`` interface of MultiMixNet, and the
+    It has the ``encode``/``classify`` interface of MultiMixNet and its ``cfg.task``, and the
     pixels that matter are known exactly: the small bright blob the test puts in the patch.
     Blurring the blob (the deletion fill) flattens its peak, so deleting the blob removes the
     class.
@@ -27,8 +29,7 @@ class SpotDetector(nn.Module):
         score = 20.0 * (peak - 0.5)
         return torch.stack([torch.zeros_like(score), score], dim=1)
 
-    def class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(logits, dim=1)
+    cfg = SimpleNamespace(task="multiclass", n_classes=2)
 
 
 def blob_images() -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ from multimix.data.findings import NEGATIVE, POSITIVE, UNCERTAIN, UNMENTIONED
 from multimix.engine.inference import Predictions
 from multimix.report import figures
 from multimix.report.html import SourceScores, write_report
-from multimix.report.multilabel import finding_errors, findings_text
+from multimix.tasks.multilabel import finding_errors, findings_text
 from tests.conftest import FINDINGS
 
 runner = CliRunner()
@@ -154,7 +154,7 @@ def test_finding_errors_pair_images_with_findings():
         labeled=torch.tensor([True, True, True, False]),
     )
     probs = torch.tensor([[0.9, 0.8], [0.95, 0.1], [0.7, 0.05], [0.99, 0.99]])
-    preds = Predictions(probs, torch.zeros(0), None, multilabel=True)
+    preds = Predictions(probs, torch.zeros(0), None)
     errors = finding_errors(bank, preds, ["a", "b"], {"a": 0.5, "b": 0.5})
     (fp, _, fp_rows, fp_cols), (fn, _, fn_rows, fn_cols) = errors
     assert (fp, fp_rows.tolist(), fp_cols.tolist()) == ("False positives", [0, 2], [0, 0])

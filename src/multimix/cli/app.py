@@ -227,12 +227,13 @@ def _print_summary(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from multimix.tasks.base import task_of_block
+
     table = Table("source", "part", "n", "accuracy", "AUC", "F1", "Dice", "HD95")
     for name, block in metrics["sources"].items():
-        cls, seg = block.get("classification") or {}, block.get("segmentation") or {}
-        if "multilabel" in block:  # mean AUC and macro F1 over findings
-            ml = block["multilabel"]
-            cls = {"auc": ml["mean_auc"], "f1_macro": ml["f1_macro"]}
+        seg = block.get("segmentation") or {}
+        found = task_of_block(block)  # the task's summary: e.g. mean AUC over findings
+        cls = found[0].summary(found[1]) if found is not None else {}
         cells = [cls.get("accuracy"), cls.get("auc"), cls.get("f1_macro"), seg.get("dice")]
         cells.append(seg.get("hd95"))
         table.add_row(

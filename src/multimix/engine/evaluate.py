@@ -9,9 +9,9 @@ import torch
 from multimix.core.errors import CheckpointError
 from multimix.data.bank import Bank
 from multimix.engine.inference import Predictions, predict
-from multimix.metrics import classification_metrics, segmentation_metrics
-from multimix.metrics.calibration import expected_calibration_error
+from multimix.metrics import segmentation_metrics
 from multimix.models.net import MultiMixNet
+from multimix.tasks.base import Task, task_for_model, task_of_block
 
 
 def source_metrics(
@@ -22,23 +22,17 @@ def source_metrics(
     structures: tuple[str, ...],
     score_labels: bool = True,
     score_masks: bool = True,
+    task: Task | None = None,
 ) -> dict:
     """Metrics for ``rows`` of ``bank``; a block only where the rows carry labels or masks
-    (and only the kinds asked for: validation skips a head the method does not train)."""
-    out: dict = {"n_images": len(rows)}
-    labels = bank.targets[rows]
-    labeled = bank.labeled[rows] & score_labels
-    if labeled.any() and preds.multilabel:
-        from multimix.engine.multilabel_eval import multilabel_block
+    (and only the kinds asked for: validation skips a head the method does not train). The
+    ``task`` (multi-class by default) makes its block, under its ``metric_key``."""
+    from multimix.tasks.base import get_task
 
-        out["multilabel"] = multilabel_block(bank, rows, preds, classes)
-    elif labeled.any():
-        probs, targets = preds.probs[labeled].numpy(), labels[labeled].numpy()
-        cls = classification_metrics(probs, targets, classes)
-        calibration = expected_calibration_error(probs, targets)
-        cls["ece"] = calibration.pop("ece")
-        cls["calibration"] = calibration  # per confidence bin, for the reliability diagram
-        out["classification"] = cls
+    out: dict = {"n_images": len(rows)}
+    task = task or get_task("multiclass", classes)
+    if score_labels and bank.labeled[rows].any():
+        out[task.metric_key] = task.metric_block(bank, rows, preds)
     known = bank.known[rows]
     if score_masks and known.any():
         pred = preds.masks >= 0.5
@@ -60,28 +54,27 @@ def evaluate_sources(
 ) -> dict[str, dict]:
     """Predict once per source and score it."""
     results = {}
+    task = task_for_model(model, classes)
     for name, rows in rows_by_source.items():
-        preds = predict(model, bank.images[rows], device, batch_size)
+        preds = predict(model, bank.images[rows], device, batch_size, task=task)
         results[name] = source_metrics(
-            bank, rows, preds, classes, bank.structures, score_labels, score_masks
+            bank, rows, preds, classes, bank.structures, score_labels, score_masks, task
         )
     return results
 
 
 def summary_score(results: dict[str, dict]) -> float:
-    """One number to pick the best checkpoint: mean of each source's Dice and AUC (or accuracy)."""
+    """One number to pick the best checkpoint: mean of each source's Dice and the task's scores
+    (:meth:`~multimix.tasks.base.Task.score_parts`: AUC or accuracy, mean AUC over findings)."""
     scores = []
     for block in results.values():
         seg = block.get("segmentation")
         if seg and seg.get("dice") is not None:
             scores.append(seg["dice"])
-        cls = block.get("classification")
-        if cls:
-            value = cls["auc"] if cls["auc"] is not None else cls["accuracy"]
-            if value is not None:
-                scores.append(value)
-        if (block.get("multilabel") or {}).get("mean_auc") is not None:
-            scores.append(block["multilabel"]["mean_auc"])
+        found = task_of_block(block)
+        if found is not None:
+            task, task_block = found
+            scores += task.score_parts(task_block)
     return sum(scores) / len(scores) if scores else float("nan")
 
 

@@ -67,9 +67,12 @@ def deletion_curve(
 
     Returns:
         ``fractions`` (``steps + 1``,) from 0 to 1 and ``scores`` (``B, steps + 1``): the
-        probability of the target class after each deletion step (softmax; the finding's
-        sigmoid for a multi-label model).
+        probability of the target class after each deletion step (the model's task's
+        probabilities: softmax; the finding's sigmoid for a multi-label model).
     """
+    from multimix.tasks.base import task_for_model
+
+    probabilities = task_for_model(model).probabilities
     if steps < 1:
         raise ValueError("deletion_curve needs at least 1 step")
     x = x.detach().float()
@@ -92,7 +95,7 @@ def deletion_curve(
             chosen = torch.as_tensor(target, dtype=torch.long, device=x.device).expand(batch)
         for k, fraction in enumerate(fractions):
             deleted = (rank < round(fraction * pixels)).view(batch, 1, *x.shape[-2:])
-            probs = model.class_probabilities(class_logits(model, torch.where(deleted, filler, x)))
+            probs = probabilities(class_logits(model, torch.where(deleted, filler, x)))
             scores[:, k] = probs.gather(1, chosen[:, None])[:, 0].double().cpu().numpy()
     return fractions, scores
 

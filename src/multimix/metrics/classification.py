@@ -9,7 +9,7 @@ import torch
 from monai.metrics import compute_roc_auc
 
 
-def _auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     """ROC AUC of one-vs-rest scores, or None when only one class is present."""
     if positive.all() or not positive.any():
         return None
@@ -17,7 +17,8 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _ratio(num: float, den: float) -> float | None:
+def ratio(num: float, den: float) -> float | None:
+    """``num / den``, or None when ``den`` is 0 (an undefined precision or recall)."""
     return None if den == 0 else float(num / den)
 
 
@@ -32,10 +33,10 @@ def classification_metrics(
     per_class, f1s, aucs = {}, [], []
     for c, name in enumerate(classes):
         tp = confusion[c, c]
-        precision = _ratio(tp, confusion[:, c].sum())
-        recall = _ratio(tp, confusion[c, :].sum())
-        f1 = _ratio(2 * tp, confusion[:, c].sum() + confusion[c, :].sum())
-        auc = _auc(probs[:, c], targets == c)
+        precision = ratio(tp, confusion[:, c].sum())
+        recall = ratio(tp, confusion[c, :].sum())
+        f1 = ratio(2 * tp, confusion[:, c].sum() + confusion[c, :].sum())
+        auc = roc_auc(probs[:, c], targets == c)
         per_class[name] = {
             "precision": precision,
             "recall": recall,

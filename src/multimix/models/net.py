@@ -28,7 +28,7 @@ class ModelConfig:
     bridge: bool = True
     dropout: float = 0.2
     in_channels: int = 1
-    task: str = "multiclass"  # or "multilabel": one sigmoid output per finding
+    task: str = "multiclass"  # the task name (multimix.tasks) the network was trained for
     localization: bool = False  # per-finding activation maps (models.heads.FindingMaps)
     # The encoder, by its name in models.backbones; metadata written before there was a choice
     # has no such key and gets the encoder of that time. ``widths``, ``norm`` and
@@ -142,13 +142,6 @@ class MultiMixNet(nn.Module):
     def classify(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.classifier(feats[-1])
 
-    def class_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Softmax over classes, or one sigmoid per finding for a multi-label network."""
-        logits = logits.float()
-        if self.cfg.task == "multilabel":
-            return torch.sigmoid(logits)
-        return torch.softmax(logits, dim=1)
-
     def segment(
         self,
         feats: list[torch.Tensor],
@@ -163,8 +156,10 @@ class MultiMixNet(nn.Module):
             extra = self.bridge(image, saliency, feats[-1].shape[-2:])
         return self.decoder(feats, extra)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Inference on a batch: class logits, mask logits and (with the bridge) saliency."""
+    def forward(self, x: torch.Tensor, activation_maps: bool = False) -> dict[str, torch.Tensor]:
+        """Inference on a batch: class logits, mask logits and (with the bridge) saliency;
+        also the per-class ``activation_maps`` when the model has a localization head or the
+        caller asks for them (a task whose evaluation reads them)."""
         needs_grad = self.bridge is not None
         with torch.enable_grad() if needs_grad else torch.no_grad():
             x = x.detach().requires_grad_(needs_grad)
@@ -175,7 +170,7 @@ class MultiMixNet(nn.Module):
             feats = [f.detach() for f in feats]
             masks = self.segment(feats, x.detach(), sal)
         out = {"logits": logits.detach(), "mask_logits": masks}
-        if self.cfg.task == "multilabel":
+        if activation_maps or self.localizer is not None:
             with torch.no_grad():
                 out["activation_maps"] = self.activation_maps(feats)
         if sal is not None:

@@ -80,14 +80,9 @@ def evaluate_run(
     results, kept = {}, {}
     for name, (bank, used) in banks.items():
         rows = torch.arange(len(bank))
-        preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep)
-        block = source_metrics(bank, rows, preds, labels.classes, bank.structures)
-        if preds.multilabel:  # thresholded findings (chosen on validation) and localization
-            from multimix.engine.multilabel_eval import multilabel_extras, run_thresholds
-
-            thresholds = run_thresholds(run, dev)
-            share = task.options.zone_min_share
-            block |= multilabel_extras(model, bank, preds, labels, thresholds, share)
+        preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep, task=task)
+        block = source_metrics(bank, rows, preds, labels.classes, bank.structures, task=task)
+        block |= task.extra_metrics(Path(run), model, bank, preds, labels, dev)
         if explain:
             block["explanations"] = explanation_metrics(
                 model, bank, rows, explain, dev, samples=explain_samples

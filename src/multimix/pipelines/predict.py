@@ -5,7 +5,8 @@ writes, per image, the lung mask at the image's own size (and, for a run that se
 several structures, one mask per structure), an overlay (outline + class and probability, or
 the findings present for a multi-label run), the requested explanation heatmaps, and one row of
 ``predictions.csv``. A file that cannot be read is reported in ``failures.csv`` and the others
-go on. The multi-label specifics are in :mod:`multimix.engine.predict_multilabel`.
+go on. What differs between tasks (columns, captions, maps) is the task's
+(:meth:`multimix.tasks.base.Task.prediction_output`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from multimix.data.io import (
     resize_image,
     write_png,
 )
+from multimix.tasks.base import PredictionOutput, Task, task_of_run
 
 __all__ = ["OVERLAY_MAX_SIDE", "PredictSummary", "collect_inputs", "predict_paths"]
 
@@ -209,7 +211,7 @@ def predict_paths(
     A multi-label run writes ``image, predicted_findings, p_<finding>..., <finding>...`` (0/1 at
     the thresholds of ``RUN/thresholds.json``), the mask columns, and ``zones`` when it has a
     localization head; its maps go to ``explanations/<method>/<finding>/<name>.png`` (see
-    :mod:`multimix.engine.predict_multilabel`).
+    :mod:`multimix.tasks.findings_output`).
 
     Raises:
         ConfigError: an unknown explanation method or a batch size below 1.
@@ -240,15 +242,10 @@ def predict_paths(
     model.eval()
     classes = list(cfg.classes)
     structures = list(cfg.structures)
-    multilabel = None
-    explain_dirs = [f"explanations/{m}" for m in methods]
-    if model.cfg.task == "multilabel":
-        from multimix.engine.predict_multilabel import MultiLabelOutput, read_thresholds
-
-        thresholds, note = read_thresholds(Path(run), classes)
-        summary.notes += [note] if note else []
-        multilabel = MultiLabelOutput(model, classes, thresholds, structures)
-        explain_dirs = [f"explanations/{m}/{f}" for m in methods for f in classes]
+    task = task_of_run(cfg)
+    output = task.prediction_output(Path(run), model, structures)
+    summary.notes += output.notes
+    explain_dirs = output.explain_folders(methods)
     out = Path(out)
     folders = ["masks", "overlays", *explain_dirs]
     if len(structures) > 1:
@@ -277,18 +274,12 @@ def predict_paths(
             if batch:
                 rows += _predict_batch(
                     model, batch, cfg.image_size, classes, structures, methods, dev, out,
-                    multilabel,
+                    task, output,
                 )  # fmt: skip
                 summary.n_ok += len(batch)
             advance(min(batch_size, len(paths) - start))
 
-    if multilabel is None:
-        header = ["image", "predicted_class", *(f"p_{c}" for c in classes)]
-    else:
-        header = multilabel.header()
-    header += _mask_header(structures)
-    if multilabel is not None and multilabel.zones:
-        header.append("zones")
+    header = ["image", *output.header(), *_mask_header(structures), *output.trailing_header()]
     atomic_write_text(out / "predictions.csv", _csv([header, *rows]))
     failures_csv = out / "failures.csv"
     if summary.failures:
@@ -313,12 +304,13 @@ def _predict_batch(
     methods: list[str],
     device: torch.device,
     out: Path,
-    multilabel=None,
+    task: Task,
+    output: PredictionOutput,
 ) -> list[list[str]]:
     """Run the model (and explainers) on one batch and write its files; CSV rows back.
 
-    ``multilabel`` (a :class:`~multimix.engine.predict_multilabel.MultiLabelOutput`) switches
-    to sigmoid findings, one map per explained finding, and zones.
+    The ``task`` turns logits into probabilities; its ``output`` says the cells, captions and
+    the (image, class) pairs to explain (class None: the predicted class, for the batch).
     """
     from multimix.explain.attributions import explain as explain_map
 
@@ -326,32 +318,16 @@ def _predict_batch(
     x = x[:, None].to(device)
     result = model(x)
     mask_probs = torch.sigmoid(result["mask_logits"].float()).cpu()
-    zones = None
-    probs = model.class_probabilities(result["logits"]).cpu()
-    if multilabel is None:
-        maps = {m: explain_map(model, x, m).cpu() for m in methods}
-        pairs: list[tuple[int, int | None]] = [(i, None) for i in range(len(batch))]
-    else:
-        from multimix.engine.predict_multilabel import explain_pairs
-
-        present = multilabel.present(probs)
-        if multilabel.zones:
-            fmaps = result["activation_maps"].float().cpu()
-            zones = multilabel.zone_names(fmaps, mask_probs, present)
-        pairs = multilabel.targets(probs, present)
-        maps = {m: explain_pairs(model, x, pairs, m) for m in methods}
+    probs = task.probabilities(result["logits"]).cpu()
+    decided = output.batch(probs, result, mask_probs)
+    pairs = decided.pairs
+    maps = {m: _explain_pairs(model, x, pairs, m, explain_map) for m in methods}
 
     rows = []
     for i, (path, name, image) in enumerate(batch):
         shape = image.shape
         mask, mask_cells = _write_masks(out, name, mask_probs[i], structures, shape)
-        if multilabel is None:
-            k = int(probs[i].argmax())
-            label = f"{classes[k]} {float(probs[i, k]):.2f}"
-            cells = [classes[k], *(f"{float(p):.6f}" for p in probs[i])]
-        else:
-            label = multilabel.caption(probs[i], present[i], zones[i] if zones else None)
-            cells = multilabel.row_cells(probs[i], present[i])
+        label, cells = decided.captions[i], decided.cells[i]
         write_png(out / "overlays" / f"{name}.png", _overlay(image, mask, label))
         for method, attrs in maps.items():
             for k, (row, finding) in enumerate(pairs):
@@ -361,8 +337,22 @@ def _predict_batch(
                 folder = out / "explanations" / method
                 folder = folder if finding is None else folder / classes[finding]
                 write_png(folder / f"{name}.png", heat)
-        rows.append([str(path), *cells, *mask_cells, *([zones[i]] if zones else [])])
+        rows.append([str(path), *cells, *mask_cells, *decided.trailing[i]])
     return rows
+
+
+def _explain_pairs(model, x: torch.Tensor, pairs, method: str, explain_map) -> list:
+    """One map per (image, class) pair: each image's predicted class when no pair names a
+    class (the whole batch at once), else each pair for that class's own logit."""
+    if all(cls is None for _, cls in pairs):
+        maps = explain_map(model, x, method).cpu()
+        return [maps[i] for i, _ in pairs]
+    if not pairs:
+        return []
+    rows = torch.tensor([i for i, _ in pairs], device=x.device)
+    target = torch.tensor([cls for _, cls in pairs], device=x.device)
+    maps = explain_map(model, x[rows], method, target=target).cpu()
+    return [maps[k] for k in range(len(pairs))]
 
 
 def _first_structure(structures: list[str]) -> int:

@@ -15,29 +15,17 @@ from multimix.engine.logger import CsvLog
 from multimix.explain.report_metrics import lung_index
 from multimix.metrics.segmentation import per_image_dice
 from multimix.report.html import Gallery, SourceScores, write_report
+from multimix.tasks.base import Task, task_of_run
 
 GALLERY_SIZE = 6  # images per best / worst / false-positive / false-negative gallery
 
-Heatmaps = Callable[[Bank, Predictions, torch.Tensor], np.ndarray]
+# (bank, preds, rows, classes to explain or None for the predicted class) -> (n, S, S) maps
+Heatmaps = Callable[[Bank, Predictions, torch.Tensor, torch.Tensor | None], np.ndarray]
 
 
-def _title(
-    bank: Bank,
-    preds: Predictions,
-    classes: list[str],
-    i: int,
-    extra: str = "",
-    thresholds: dict[str, float] | None = None,
-) -> str:
-    """Image name and predicted class (multi-label: the findings present at ``thresholds``)."""
-    if preds.multilabel:
-        from multimix.report.multilabel import findings_text
-
-        found = findings_text(preds.probs[i], classes, thresholds or {})
-        text = f"{bank.records[i].name[:24]}  {found}"
-        return f"{text}  {extra}" if extra else text
-    top = int(preds.probs[i].argmax())
-    text = f"{bank.records[i].name[:24]}  {classes[top]} {float(preds.probs[i, top]):.2f}"
+def _title(bank: Bank, preds: Predictions, task: Task, i: int, extra: str = "") -> str:
+    """Image name and the task's description of its prediction (class, or findings present)."""
+    text = f"{bank.records[i].name[:24]}  {task.describe(preds.probs[i])}"
     return f"{text}  {extra}" if extra else text
 
 
@@ -52,7 +40,7 @@ def _lung_dice(bank: Bank, preds: Predictions) -> tuple[torch.Tensor, torch.Tens
     return rows, dice
 
 
-def _gallery(
+def make_gallery(
     source: str,
     bank: Bank,
     preds: Predictions,
@@ -79,13 +67,11 @@ def gallery(
     source: str,
     bank: Bank,
     preds: Predictions,
-    classes: list[str],
+    task: Task,
     n: int = 12,
-    thresholds: dict[str, float] | None = None,
 ) -> Gallery:
-    """Up to ``n`` examples: with masks, the worst and best by Dice; else evenly spread.
-
-    ``thresholds`` (multi-label runs) decide which findings the captions call present."""
+    """Up to ``n`` examples: with masks, the worst and best by Dice; else evenly spread; the
+    ``task`` captions each prediction."""
     rows, dice = _lung_dice(bank, preds)
     if len(rows):
         order = rows[torch.argsort(dice)]
@@ -95,21 +81,18 @@ def gallery(
         pick = torch.linspace(0, len(bank) - 1, min(n, len(bank))).round().long().unique()
         dice_of = {}
     titles = [
-        _title(
-            bank, preds, classes, i, f"dice {dice_of[i]:.2f}" if i in dice_of else "", thresholds
-        )
+        _title(bank, preds, task, i, f"dice {dice_of[i]:.2f}" if i in dice_of else "")
         for i in pick.tolist()
     ]
-    return _gallery(source, bank, preds, pick, titles, "Examples")
+    return make_gallery(source, bank, preds, pick, titles, "Examples")
 
 
 def segmentation_galleries(
     source: str,
     bank: Bank,
     preds: Predictions,
-    classes: list[str],
+    task: Task,
     n: int = GALLERY_SIZE,
-    thresholds: dict[str, float] | None = None,
 ) -> list[Gallery]:
     """The worst and the best segmentations by lung Dice (no image in both); [] without masks."""
     rows, dice = _lung_dice(bank, preds)
@@ -122,38 +105,10 @@ def segmentation_galleries(
     for heading, picked in (("Worst segmentations", worst), ("Best segmentations", best)):
         if len(picked):
             titles = [
-                _title(bank, preds, classes, int(rows[k]), f"dice {float(dice[k]):.2f}", thresholds)
+                _title(bank, preds, task, int(rows[k]), f"dice {float(dice[k]):.2f}")
                 for k in picked.tolist()
             ]
-            out.append(_gallery(source, bank, preds, rows[picked], titles, heading))
-    return out
-
-
-def error_rows(
-    bank: Bank, preds: Predictions, classes: list[str], n: int = GALLERY_SIZE
-) -> list[tuple[str, str, torch.Tensor]]:
-    """(heading, caption, rows) of the errors, most confident first: false positives and false
-    negatives (positive = ``classes[1]``) for two classes, else the misclassified images.
-    Nothing for a source without labels."""
-    labels = bank.targets
-    labeled = bank.labeled
-    if not labeled.any() or not len(preds.probs):
-        return []
-    confidence, pred = preds.probs.max(dim=1)
-    if len(classes) == 2:
-        neg, pos = classes
-        is_neg, is_pos = labeled & (labels == 0), labeled & (labels == 1)
-        groups = [
-            ("False positives", f"{neg} images predicted {pos}", is_neg & (pred == 1)),
-            ("False negatives", f"{pos} images predicted {neg}", is_pos & (pred == 0)),
-        ]
-    else:
-        groups = [("Misclassified", "images predicted the wrong class", labeled & (pred != labels))]
-    out = []
-    for heading, what, chosen in groups:
-        rows = torch.nonzero(chosen).flatten()
-        rows = rows[torch.argsort(confidence[rows], descending=True, stable=True)][:n]
-        out.append((heading, f"{what.capitalize()}, most confident first.", rows))
+            out.append(make_gallery(source, bank, preds, rows[picked], titles, heading))
     return out
 
 
@@ -161,29 +116,27 @@ def error_galleries(
     source: str,
     bank: Bank,
     preds: Predictions,
-    classes: list[str],
+    task: Task,
     heatmaps: Heatmaps | None,
     heatmap_name: str,
 ) -> list[Gallery]:
-    """False positive / false negative (or misclassified) galleries with explanation maps."""
+    """The task's error galleries (:meth:`~multimix.tasks.base.Task.error_groups`: false
+    positives / negatives, misclassified images, per-finding errors), with explanation maps."""
     out = []
-    for heading, what, rows in error_rows(bank, preds, classes):
-        titles = [
-            _title(bank, preds, classes, i, f"(true {classes[int(bank.targets[i])]})")
-            for i in rows.tolist()
-        ]
-        maps = heatmaps(bank, preds, rows) if heatmaps is not None and len(rows) else None
-        caption = f"{what} Red: predicted lung mask; green: reference mask (where known)."
+    for group in task.error_groups(bank, preds, GALLERY_SIZE):
+        rows = group.rows
+        maps = heatmaps(bank, preds, rows, group.targets) if heatmaps and len(rows) else None
+        caption = f"{group.caption} Red: predicted lung mask; green: reference mask (where known)."
         if maps is not None:
-            caption += f" Right of each image: its {heatmap_name} map for the predicted class."
+            caption += f" Right of each image: its {heatmap_name} map for {group.map_of}."
         out.append(
-            _gallery(
+            make_gallery(
                 source,
                 bank,
                 preds,
                 rows,
-                titles,
-                heading,
+                group.titles,
+                group.heading,
                 heatmaps=maps,
                 heatmap_name=heatmap_name,
                 caption=caption,
@@ -192,20 +145,15 @@ def error_galleries(
     return out
 
 
-def source_scores(source: str, bank: Bank, preds: Predictions) -> SourceScores:
+def source_scores(source: str, bank: Bank, preds: Predictions, task: Task) -> SourceScores:
+    """ROC inputs (the task's labels or finding codes) and the lung Dice of one source."""
     labeled = bank.labeled
     _, dice = _lung_dice(bank, preds)
-    codes = None
-    if preds.multilabel:  # one ROC per finding, from the codes
-        from multimix.report.multilabel import finding_codes
-
-        codes = finding_codes(bank, preds.probs.shape[1])
     return SourceScores(
         source=source,
         probs=preds.probs[labeled].numpy() if labeled.any() else None,
-        labels=bank.targets[labeled].numpy() if labeled.any() and codes is None else None,
         dice=dice.numpy() if len(dice) else None,
-        codes=codes,
+        **task.roc_inputs(bank),
     )
 
 
@@ -217,13 +165,17 @@ def _first_explain_method(metrics: dict) -> str | None:
 
 
 def _heatmap_maker(
-    run: Path, metrics: dict, kept: dict, method: str | None, device: str
+    run: Path, metrics: dict, kept: dict, method: str | None, device: str, reuse: bool = True
 ) -> tuple[Heatmaps, str]:
-    """Maps for the error galleries: ``method`` if given; else the saliency the model returned
-    with its predictions (bridge models); else plain saliency computed here."""
-    if method is None and all(preds.saliency is not None for _, preds in kept.values()):
+    """Maps for the error galleries: ``method`` if given; else (with ``reuse``) the saliency
+    the model returned with its predictions (bridge models); else plain saliency computed here,
+    for the class each entry names (its target) or the predicted class."""
+    kept_saliency = all(preds.saliency is not None for _, preds in kept.values())
+    if method is None and reuse and kept_saliency:
 
-        def from_predictions(bank: Bank, preds: Predictions, rows: torch.Tensor) -> np.ndarray:
+        def from_predictions(
+            bank: Bank, preds: Predictions, rows: torch.Tensor, targets: torch.Tensor | None
+        ) -> np.ndarray:
             return preds.saliency[rows, 0].float().numpy()
 
         return from_predictions, "saliency"
@@ -236,8 +188,14 @@ def _heatmap_maker(
     dev = select_device(device)
     _, model = load_run(run, metrics.get("checkpoint", "best"), dev)
 
-    def computed(bank: Bank, preds: Predictions, rows: torch.Tensor) -> np.ndarray:
-        maps = explain(model, bank.float_images(rows).to(dev), method)
+    def computed(
+        bank: Bank, preds: Predictions, rows: torch.Tensor, targets: torch.Tensor | None
+    ) -> np.ndarray:
+        x = bank.float_images(rows).to(dev)
+        if targets is None:
+            maps = explain(model, x, method)
+        else:
+            maps = explain(model, x, method, target=targets.to(dev))
         return maps[:, 0].cpu().numpy()
 
     return computed, method
@@ -273,45 +231,30 @@ def build_report(
     The false positive / negative galleries show ``explain_method``'s maps (default: the first
     method measured in ``metrics``; else the saliency the model returned).
     """
+    from multimix.config import TrainConfig
+
     classes = list(metrics["classes"])
     method = explain_method or _first_explain_method(metrics)
-    multilabel = any(preds.multilabel for _, preds in kept.values())
-    thresholds, ml_notes = None, []
-    if multilabel:  # per-finding errors, each explained for its own finding
-        from multimix.engine.predict_multilabel import read_thresholds
-        from multimix.report import multilabel as ml_report
-
-        thresholds, note = read_thresholds(Path(run), classes)
-        ml_notes = [note] if note else []
+    cfg = TrainConfig.load(Path(run))
+    task = task_of_run(cfg, tuple(classes))
+    task_notes = task.prepare_report(Path(run)) if kept else []
     heatmaps, heatmap_name = (None, "")
     if any(bank.labeled.any() for bank, _ in kept.values()):
-        if multilabel:
-            heatmaps, heatmap_name = ml_report.heatmap_maker(Path(run), metrics, method, device)
-        else:
-            heatmaps, heatmap_name = _heatmap_maker(Path(run), metrics, kept, method, device)
+        reuse = not task.explains_class_in_error
+        heatmaps, heatmap_name = _heatmap_maker(Path(run), metrics, kept, method, device, reuse)
     galleries, scores = [], []
     for name, (bank, preds) in kept.items():
-        seg = segmentation_galleries(name, bank, preds, classes, thresholds=thresholds)
-        galleries += seg or [gallery(name, bank, preds, classes, thresholds=thresholds)]
-        if preds.multilabel:
-            galleries += ml_report.error_galleries(
-                name, bank, preds, classes, thresholds, heatmaps, heatmap_name
-            )
-        else:
-            galleries += error_galleries(name, bank, preds, classes, heatmaps, heatmap_name)
-        scores.append(source_scores(name, bank, preds))
+        seg = segmentation_galleries(name, bank, preds, task)
+        galleries += seg or [gallery(name, bank, preds, task)]
+        galleries += error_galleries(name, bank, preds, task, heatmaps, heatmap_name)
+        scores.append(source_scores(name, bank, preds, task))
     notes = [
         f"Run: {run}; checkpoint: {metrics['checkpoint']}.",
         "Sources used in training are scored on their held-out test part only (patient-grouped "
         "split saved in the run); other sources are scored in full (cross-domain).",
         "HD95 is in pixels at the run's image size; it is n/a where prediction or truth is empty.",
     ]
-    if multilabel:
-        notes.append(
-            "Multi-label run: the summary's AUC and F1 are the mean AUC and macro F1 over "
-            "findings; captions list the findings at or above their thresholds."
-        )
-    notes += ml_notes
+    notes += task_notes
     notes += _skipped_notes(Path(run), metrics.get("skipped") or [])
     return write_report(
         out_dir,

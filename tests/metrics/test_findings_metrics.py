@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from multimix.data.findings import NEGATIVE, POSITIVE, UNCERTAIN
+from multimix.metrics.findings import best_f1_threshold, choose_thresholds, finding_metrics
 from multimix.metrics.localization import box_iou, hit_rates, map_boxes
-from multimix.metrics.multilabel import best_f1_threshold, choose_thresholds, multilabel_metrics
 
 
 def test_best_f1_threshold_separates_when_it_can():
@@ -22,11 +22,11 @@ def test_metrics_score_certain_labels_only():
     codes = np.array(
         [[POSITIVE, NEGATIVE], [NEGATIVE, POSITIVE], [UNCERTAIN, NEGATIVE], [NEGATIVE, NEGATIVE]]
     )
-    out = multilabel_metrics(probs, codes, ("a", "b"))
+    out = finding_metrics(probs, codes, ("a", "b"))
     assert out["per_finding"]["a"]["n"] == 3 and out["per_finding"]["a"]["auc"] == 1.0
     assert out["per_finding"]["b"]["auc"] == 1.0 and out["mean_auc"] == 1.0
     thresholds = choose_thresholds(probs, codes, ("a", "b"))
-    out = multilabel_metrics(probs, codes, ("a", "b"), thresholds)
+    out = finding_metrics(probs, codes, ("a", "b"), thresholds)
     assert out["f1_macro"] == 1.0 and out["per_finding"]["a"]["threshold"] == thresholds["a"]
 
 

@@ -1,4 +1,4 @@
-"""Multi-label metrics: per-finding AUC and thresholded precision/recall/F1, and the
+"""Per-finding metrics: per-finding AUC and thresholded precision/recall/F1, and the
 per-finding thresholds chosen on validation.
 
 Only certain labels are scored: an uncertain or unmentioned finding says nothing about whether
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from multimix.data.findings import NEGATIVE, POSITIVE
-from multimix.metrics.classification import _auc, _ratio
+from multimix.metrics.classification import ratio, roc_auc
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -45,7 +45,7 @@ def choose_thresholds(
     return out
 
 
-def multilabel_metrics(
+def finding_metrics(
     probs: np.ndarray,
     codes: np.ndarray,
     findings: tuple[str, ...] | list[str],
@@ -60,13 +60,13 @@ def multilabel_metrics(
         t = float(thresholds.get(name, DEFAULT_THRESHOLD))
         pred = scores >= t
         tp = int((pred & positive).sum())
-        auc = _auc(scores, positive)
-        f1 = _ratio(2 * tp, int(pred.sum()) + int(positive.sum()))
+        auc = roc_auc(scores, positive)
+        f1 = ratio(2 * tp, int(pred.sum()) + int(positive.sum()))
         per[name] = {
             "auc": auc,
             "threshold": t,
-            "precision": _ratio(tp, int(pred.sum())),
-            "recall": _ratio(tp, int(positive.sum())),
+            "precision": ratio(tp, int(pred.sum())),
+            "recall": ratio(tp, int(positive.sum())),
             "f1": f1,
             "support": int(positive.sum()),
             "n": int(keep.sum()),

@@ -20,7 +20,8 @@ from multimix.core.errors import CheckpointError
 from multimix.data.io import read_image, resize_image
 from multimix.data.zones import ZONES
 from multimix.engine.evaluate import load_run
-from multimix.engine.predict_multilabel import MultiLabelOutput, read_thresholds, zone_phrase
+from multimix.tasks.findings_output import FindingsOutput, zone_phrase
+from multimix.tasks.thresholds import read_thresholds
 from tests.conftest import FINDINGS
 
 runner = CliRunner()
@@ -210,7 +211,7 @@ def _lungs(size: int = 12) -> torch.Tensor:
 
 
 def test_zones_come_from_the_head_on_the_predicted_lungs():
-    out = MultiLabelOutput(SimpleNamespace(localizer=object()), ["a", "b"], {"a": 0.5, "b": 0.5},
+    out = FindingsOutput(SimpleNamespace(localizer=object()), ["a", "b"], {"a": 0.5, "b": 0.5},
                            ["lungs", "heart"])  # fmt: skip
     assert out.zones and out.header()[-2:] == ["a", "b"]
     maps = torch.full((1, 2, 12, 12), -5.0)
@@ -226,7 +227,7 @@ def test_zones_come_from_the_head_on_the_predicted_lungs():
 
 
 def test_caption_and_targets():
-    out = MultiLabelOutput(SimpleNamespace(localizer=None), ["a", "b", "c"],
+    out = FindingsOutput(SimpleNamespace(localizer=None), ["a", "b", "c"],
                            {"a": 0.5, "b": 0.2, "c": 0.9}, ["lungs"])  # fmt: skip
     assert not out.zones
     probs = torch.tensor([[0.6, 0.3, 0.7], [0.1, 0.1, 0.2]])

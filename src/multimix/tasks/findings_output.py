@@ -1,4 +1,4 @@
-"""``multimix predict`` for a multi-label run: findings, their thresholds, zones and maps.
+"""What ``multimix predict`` writes for a multi-label run: findings, thresholds, zones, maps.
 
 A multi-label run scores each finding on its own (sigmoid), so the prediction is the set of
 findings whose probability reaches the finding's threshold (``RUN/thresholds.json``, chosen on
@@ -14,57 +14,60 @@ probable finding, so every image has at least one map and a reader can see what 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import numpy as np
 import torch
 
-from multimix.core.errors import CheckpointError
 from multimix.data.sources import LUNGS
 from multimix.data.zones import ZONES, lung_zones
-from multimix.metrics.multilabel import DEFAULT_THRESHOLD
+from multimix.tasks.base import BatchOutput, PredictionOutput
 
-__all__ = ["NO_FINDING", "UNLOCALIZED", "MultiLabelOutput", "read_thresholds"]
+__all__ = ["NO_FINDING", "UNLOCALIZED", "FindingsOutput", "zone_phrase"]
 
 NO_FINDING = "No Finding"  # NIH convention: predictions.csv reads back as a labels.csv
 UNLOCALIZED = "unlocalized"  # a finding present whose zone scores all stay below 0.5
-THRESHOLDS_FILE = "thresholds.json"
 
 
-def read_thresholds(run: Path, findings: list[str]) -> tuple[dict[str, float], str | None]:
-    """Per-finding thresholds from ``RUN/thresholds.json`` and a note when some fall back to
-    0.5 (file absent, or a finding missing from it). A damaged file is an error naming it."""
-    path = Path(run) / THRESHOLDS_FILE
-    if not path.exists():
-        note = f"{path} not found: every finding uses threshold {DEFAULT_THRESHOLD}"
-        return {f: DEFAULT_THRESHOLD for f in findings}, note
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))["thresholds"]
-        chosen = {str(k): float(v) for k, v in table.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise CheckpointError(
-            path, "is not a thresholds file (delete it; evaluate chooses them again)"
-        ) from None
-    missing = [f for f in findings if f not in chosen]
-    note = None
-    if missing:
-        note = f"{path} has no threshold for {', '.join(missing)}: {DEFAULT_THRESHOLD} used"
-    return {f: chosen.get(f, DEFAULT_THRESHOLD) for f in findings}, note
-
-
-class MultiLabelOutput:
+class FindingsOutput(PredictionOutput):
     """CSV columns, overlay captions, zones and explanation targets of a multi-label run."""
 
-    def __init__(self, model, findings: list[str], thresholds: dict[str, float], structures):
-        self.findings = findings
+    def __init__(
+        self,
+        model,
+        findings: list[str],
+        thresholds: dict[str, float],
+        structures,
+        notes: list[str] | None = None,
+    ):
+        self.findings = list(findings)
+        self.notes = list(notes or [])
         self.cut = torch.tensor([thresholds[f] for f in findings])
         self.lung = list(structures).index(LUNGS) if LUNGS in structures else None
         self.zones = model.localizer is not None and self.lung is not None
 
     def header(self) -> list[str]:
-        head = ["image", "predicted_findings", *(f"p_{f}" for f in self.findings)]
+        head = ["predicted_findings", *(f"p_{f}" for f in self.findings)]
         return head + list(self.findings)  # 0/1 per finding, named as in a CheXpert table
+
+    def trailing_header(self) -> list[str]:
+        return ["zones"] if self.zones else []
+
+    def explain_folders(self, methods: list[str]) -> list[str]:
+        return [f"explanations/{m}/{f}" for m in methods for f in self.findings]
+
+    def batch(self, probs, outputs, mask_probs) -> BatchOutput:
+        """Findings present at the thresholds, their zones (localization head), one map per
+        finding present (else for the most probable)."""
+        present = self.present(probs)
+        zones = None
+        if self.zones:
+            zones = self.zone_names(outputs["activation_maps"].float().cpu(), mask_probs, present)
+        captions = [
+            self.caption(probs[i], present[i], zones[i] if zones else None)
+            for i in range(len(probs))
+        ]
+        cells = [self.row_cells(probs[i], present[i]) for i in range(len(probs))]
+        trailing = [[zones[i]] if zones else [] for i in range(len(probs))]
+        pairs: list[tuple[int, int | None]] = list(self.targets(probs, present))
+        return BatchOutput(cells, captions, trailing, pairs)
 
     def present(self, probs: torch.Tensor) -> torch.Tensor:
         """(B, F) probabilities -> (B, F) bool: at or above each finding's threshold."""
@@ -134,17 +137,3 @@ def zone_phrase(zones: str) -> str:
     if sides == ["right lung", "left lung"]:
         return "both lungs"
     return ", ".join(sides)
-
-
-def explain_pairs(
-    model, x: torch.Tensor, pairs: list[tuple[int, int]], method: str
-) -> list[np.ndarray]:
-    """One ``(S, S)`` map per (image, finding) pair, each for that finding's own logit."""
-    from multimix.explain.attributions import explain
-
-    if not pairs:
-        return []
-    rows = torch.tensor([i for i, _ in pairs], device=x.device)
-    target = torch.tensor([f for _, f in pairs], device=x.device)
-    maps = explain(model, x[rows], method, target=target).cpu()
-    return [maps[k] for k in range(len(pairs))]

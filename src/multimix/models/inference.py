@@ -1,0 +1,60 @@
+"""Batched inference over images: class probabilities, mask probabilities and optional maps.
+
+Here (below the tasks) so that a task's post-training step can predict too; which activation
+turns logits into probabilities is the task's to say, so it is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from multimix.models.fusion import folded_for_inference
+from multimix.models.net import MultiMixNet
+
+
+@dataclass
+class Predictions:
+    probs: torch.Tensor  # float (N, C)
+    masks: torch.Tensor  # float16 (N, K, S, S) probabilities
+    saliency: torch.Tensor | None  # float16 (N, 1, S, S) when the model has a bridge
+    maps: torch.Tensor | None = None  # float (N, C, h, w) per-class activation maps, if asked
+
+
+def run_model(
+    model: MultiMixNet,
+    images: torch.Tensor,
+    device: torch.device,
+    probabilities: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 32,
+    keep_saliency: bool = False,
+    keep_maps: bool = False,
+) -> Predictions:
+    """Run the model in eval mode over uint8 (N, 1, S, S) images in batches.
+
+    ``probabilities`` maps the logits (the task's softmax or sigmoids); ``keep_maps`` keeps the
+    per-class activation maps. It runs a copy with batch norm folded into the convolutions
+    (``models.fusion``): the same outputs, faster; ``model`` itself is only switched to eval.
+    """
+    model.eval()
+    net = folded_for_inference(model)
+    probs, masks, sal, maps = [], [], [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device).float().div_(255.0)
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = net(x, activation_maps=keep_maps)
+        probs.append(probabilities(out["logits"]).cpu())
+        if keep_maps:
+            maps.append(out["activation_maps"].float().cpu())
+        masks.append(torch.sigmoid(out["mask_logits"].float()).half().cpu())
+        if keep_saliency and "saliency" in out:
+            sal.append(out["saliency"].half().cpu())
+    empty = torch.zeros((0,))
+    return Predictions(
+        torch.cat(probs) if probs else empty,
+        torch.cat(masks) if masks else empty,
+        torch.cat(sal) if sal else None,
+        torch.cat(maps) if maps else None,
+    )
