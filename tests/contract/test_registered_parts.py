@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from multimix.config import TrainConfig
-from multimix.engine.checkpoint import load_weights
-from multimix.engine.trainer import Trainer, resume, train
+from multimix.engine.trainer import train
 from multimix.methods.base import METHODS
 from multimix.models.backbones import available_backbones
 from multimix.pipelines.evaluate import evaluate_run
+from tests.resume_helpers import assert_same_weights, stop_then_resume
 
 FINDINGS = ["cardiomegaly", "effusion", "nodule", "opacity"]
 SMALL = dict(image_size=32, widths=[8, 8, 16, 16, 16], batch_size=3, val_every=1, seed=0, steps=2)
@@ -46,24 +45,7 @@ def test_train_resume_evaluate_predict(task, method, backbone, tmp_path, phantom
 
     full = train(make("full"))
     # Stop after the first step (as SIGTERM would: between steps), then resume.
-    part = make("part")
-    (tmp_path / "part").mkdir()
-    part.save(tmp_path / "part")
-    trainer = Trainer(part)
-    step = trainer._train_step
-
-    def stop_after_first(advance, start):
-        step(advance, start)
-        trainer.stop.requested = trainer.step == 1
-
-    trainer._train_step = stop_after_first
-    with pytest.raises(SystemExit):
-        trainer.fit()
-    resume(tmp_path / "part")
-    a = load_weights(full / "checkpoints" / "last.safetensors").state_dict()
-    b = load_weights(tmp_path / "part" / "checkpoints" / "last.safetensors").state_dict()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_weights(full, stop_then_resume(make("part"), stop_after=1))
 
     data = multilabel_run["data"] if task == "multilabel" else phantom_dirs["seg"]
     metrics, _ = evaluate_run(full, [str(data)])

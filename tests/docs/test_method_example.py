@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from multimix.config import TrainConfig
 from multimix.core.batch import LABELED, UNLABELED, Stream
 from multimix.core.errors import ConfigError
-from multimix.engine.checkpoint import load_weights
-from multimix.engine.trainer import Trainer, resume, train
+from multimix.engine.trainer import train
 from multimix.methods.base import Method, register
+from tests.resume_helpers import assert_same_weights, stop_then_resume
 
 
 # --- the example (copied into docs/extending.md) -------------------------------------------
@@ -93,25 +93,9 @@ def _cfg(out, phantom_dirs) -> TrainConfig:
 @pytest.mark.slow
 def test_mean_teacher_trains_and_resumes_exactly(tmp_path, phantom_dirs):
     full = train(_cfg(tmp_path / "full", phantom_dirs))
-    part_cfg = _cfg(tmp_path / "part", phantom_dirs)
-    (tmp_path / "part").mkdir()
-    part_cfg.save(tmp_path / "part")
-    trainer = Trainer(part_cfg)
-    step = trainer._train_step
-
-    def stop_at_three(advance, start):
-        step(advance, start)
-        trainer.stop.requested = trainer.step == 3
-
-    trainer._train_step = stop_at_three
-    with pytest.raises(SystemExit):
-        trainer.fit()
-    saved = torch.load(tmp_path / "part" / "checkpoints" / "last.state.pt", weights_only=True)
+    part = stop_then_resume(_cfg(tmp_path / "part", phantom_dirs), 3)
+    saved = torch.load(part / "checkpoints" / "last.state.pt", weights_only=True)
     assert "teacher" in saved["method"]  # the teacher is checkpointed with the run
-    resume(tmp_path / "part")
-    a = load_weights(full / "checkpoints" / "last.safetensors").state_dict()
-    b = load_weights(tmp_path / "part" / "checkpoints" / "last.safetensors").state_dict()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_weights(full, part)
     log = (full / "train_log.csv").read_text()
     assert "loss_consistency" in log.splitlines()[0]

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from multimix.config import TrainConfig
 from multimix.core.batch import LABELED
 from multimix.core.errors import ConfigError
-from multimix.engine.checkpoint import load_weights
-from multimix.engine.trainer import Trainer, resume, train
+from multimix.engine.trainer import train
 from multimix.pipelines.evaluate import evaluate_run
 from multimix.tasks import TASKS
 from multimix.tasks.multiclass import MultiClass
+from tests.resume_helpers import assert_same_weights, stop_then_resume
 
 
 # --- the example (copied into docs/extending.md) -------------------------------------------
@@ -76,25 +76,12 @@ def test_the_multiclass_methods_serve_it():
 @pytest.mark.slow
 def test_new_task_trains_resumes_exactly_and_evaluates(tmp_path, phantom_dirs):
     full = train(_cfg(tmp_path / "full", phantom_dirs))
-    part_cfg = _cfg(tmp_path / "part", phantom_dirs)
-    (tmp_path / "part").mkdir()
-    part_cfg.save(tmp_path / "part")
-    trainer = Trainer(part_cfg)
-    assert trainer.task.class_weight is not None
-    step = trainer._train_step
 
-    def stop_at_three(advance, start):
-        step(advance, start)
-        trainer.stop.requested = trainer.step == 3
+    def balanced(trainer):
+        assert trainer.task.class_weight is not None
 
-    trainer._train_step = stop_at_three
-    with pytest.raises(SystemExit):
-        trainer.fit()
-    resume(tmp_path / "part")
-    a = load_weights(full / "checkpoints" / "last.safetensors").state_dict()
-    b = load_weights(tmp_path / "part" / "checkpoints" / "last.safetensors").state_dict()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    part = stop_then_resume(_cfg(tmp_path / "part", phantom_dirs), 3, check=balanced)
+    assert_same_weights(full, part)
     metrics, _ = evaluate_run(full, [str(phantom_dirs["cls"])])
     block = metrics["sources"][phantom_dirs["cls"].name]
     assert 0.0 <= block["classification"]["auc"] <= 1.0
