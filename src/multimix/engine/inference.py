@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from multimix.engine.precision import precision_context, resolve_precision
 from multimix.models.fusion import folded_for_inference
 from multimix.models.net import MultiMixNet
 
@@ -25,6 +26,7 @@ def predict(
     device: torch.device,
     batch_size: int = 32,
     keep_saliency: bool = False,
+    precision: str = "fp32",  # auto, fp32 or bf16 (engine.precision): the network call only
 ) -> Predictions:
     """Run the model in eval mode over uint8 (N, 1, S, S) images in batches.
 
@@ -33,12 +35,14 @@ def predict(
     """
     model.eval()
     net = folded_for_inference(model)
+    precision = resolve_precision(precision, device)
     probs, masks, sal, maps = [], [], [], []
     multilabel = model.cfg.task == "multilabel"
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255.0)
         x = x.contiguous(memory_format=torch.channels_last)
-        out = net(x)
+        with precision_context(precision, device):
+            out = net(x)
         probs.append(model.class_probabilities(out["logits"]).cpu())
         if multilabel:
             maps.append(out["activation_maps"].float().cpu())

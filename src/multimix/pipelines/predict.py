@@ -30,6 +30,7 @@ from multimix.data.io import (
     resize_image,
     write_png,
 )
+from multimix.engine.precision import precision_context, resolve_precision
 
 __all__ = ["OVERLAY_MAX_SIDE", "PredictSummary", "collect_inputs", "predict_paths"]
 
@@ -195,6 +196,7 @@ def predict_paths(
     explain: list[str] | tuple[str, ...] = (),
     batch_size: int = 16,
     device: str = "auto",
+    precision: str = "fp32",
 ) -> PredictSummary:
     """Predict every image in ``inputs`` with the run's best checkpoint; write results in ``out``.
 
@@ -238,6 +240,7 @@ def predict_paths(
     dev = select_device(device)
     cfg, model = load_run(Path(run), device=dev)
     model.eval()
+    precision = resolve_precision(precision, dev)
     classes = list(cfg.classes)
     structures = list(cfg.structures)
     multilabel = None
@@ -277,7 +280,7 @@ def predict_paths(
             if batch:
                 rows += _predict_batch(
                     model, batch, cfg.image_size, classes, structures, methods, dev, out,
-                    multilabel,
+                    multilabel, precision,
                 )  # fmt: skip
                 summary.n_ok += len(batch)
             advance(min(batch_size, len(paths) - start))
@@ -314,6 +317,7 @@ def _predict_batch(
     device: torch.device,
     out: Path,
     multilabel=None,
+    precision: str = "fp32",
 ) -> list[list[str]]:
     """Run the model (and explainers) on one batch and write its files; CSV rows back.
 
@@ -324,7 +328,8 @@ def _predict_batch(
 
     x = torch.stack([torch.from_numpy(resize_image(img, size)) for _, _, img in batch])
     x = x[:, None].to(device)
-    result = model(x)
+    with precision_context(precision, device):  # the network only: probabilities in fp32
+        result = model(x)
     mask_probs = torch.sigmoid(result["mask_logits"].float()).cpu()
     zones = None
     probs = model.class_probabilities(result["logits"]).cpu()
