@@ -262,7 +262,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     timed, top, reason = bench_precisions(cfg, device)
-    log(f"precisions timed: {', '.join(timed)}; figures at the top: {top} (auto: {reason})")
+    log(f"precisions timed: {', '.join(timed)}; figures at the top: {top} ({reason})")
 
     size = cfg.matmul_size or (8192 if device.type == "cuda" else 2048)
     log(f"matmul peak: {size}x{size}, best of {cfg.matmul_repeats}, before and after the timings")
