@@ -6,19 +6,12 @@ import torch
 
 from multimix.models.fusion import folded_for_inference
 from multimix.models.net import ModelConfig, MultiMixNet
+from tests.models.batchnorm import randomise_batch_norms
 
 
 def _trained_like() -> MultiMixNet:
     torch.manual_seed(0)
-    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16)))
-    with torch.no_grad():  # statistics and affine parameters away from their initial values
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return net.eval()
+    return randomise_batch_norms(MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16))))
 
 
 def test_folded_model_predicts_what_the_model_does_without_batch_norm_layers():

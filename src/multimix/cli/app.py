@@ -54,19 +54,6 @@ def parse_widths(widths: str) -> list[int]:
     return channels
 
 
-def parse_count(value: str | None, option: str) -> int | None:
-    """``"all"`` (or nothing) means every label; otherwise a non-negative integer."""
-    if value is None or value.strip().lower() == "all":
-        return None
-    try:
-        count = int(value)
-    except ValueError:
-        raise ConfigError(f"{option} must be a number or 'all', not {value!r}") from None
-    if count < 0:
-        raise ConfigError(f"{option} must be >= 0")
-    return count
-
-
 Dirs = Annotated[list[Path] | None, typer.Option(metavar="DIR")]
 BadInputOption = Annotated[
     str,

@@ -149,6 +149,19 @@ def _metavar(kind: Any) -> str:
     return {bool: "BOOL", int: "INT", float: "FLOAT"}.get(kind, "TEXT")
 
 
+def parse_count(value: str | None, option: str) -> int | None:
+    """``"all"`` (or nothing) means every label; otherwise a non-negative integer."""
+    if value is None or value.strip().lower() == "all":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be a number or 'all', not {value!r}") from None
+    if count < 0:
+        raise ConfigError(f"{option} must be >= 0")
+    return count
+
+
 def _show(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(map(str, value)) or "none"
@@ -159,8 +172,6 @@ def _show(value: Any) -> str:
 
 def apply_options(cfg: Any, values: dict[str, Any], table, sets: list[str]) -> Any:
     """Write the given options, then each ``--set key=value``, into ``cfg`` (in place)."""
-    from multimix.cli.app import parse_count
-
     for name, value in values.items():
         if value is None or name not in table:
             continue

@@ -19,7 +19,6 @@ UNMASKED = "seg_unlabeled"  # training images without (usable) masks
 LABELED = "cls"  # training images whose labels the run may use
 UNLABELED = "unlabeled"  # training images without (usable) labels
 PRETRAIN = "pretrain"  # images with pseudo-masks for a pre-training phase
-POOLS = (MASKED, UNMASKED, LABELED, UNLABELED, PRETRAIN)
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ def straightforward_loss(
     same values); the real step takes the saliency from its training pass and decodes only the
     mask streams.
     """
-    w = method.weights
+    w = method.options
     seg, unlabeled = batch[MASKED], batch[UNLABELED]
     cls_y = batch[LABELED].targets
     parts = (

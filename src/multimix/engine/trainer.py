@@ -40,7 +40,7 @@ from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
 from multimix.engine.logger import CsvLog, TensorBoard
 from multimix.engine.runtime import autocast, seed_everything, set_threads
-from multimix.methods.base import Method
+from multimix.methods.base import LossWeights, Method
 from multimix.methods.multimix import segmentation_pretraining
 from multimix.models.net import ModelConfig, MultiMixNet
 
@@ -220,7 +220,9 @@ class Trainer:
         rows = self.data.rows[PRETRAIN]
         if len(rows) == 0:
             raise ConfigError("the --pretrain-masks folders hold no masks")
-        weights = self.method.options if hasattr(self.method.options, "seg") else None
+        # The method's loss weights where it has them (the built-ins), else the defaults.
+        options = self.method.options
+        weights = options if isinstance(options, LossWeights) else None
         method = segmentation_pretraining(self.method.uses_bridge, weights, self.task)
         pool = Pool(PRETRAIN, rows, self.cfg.batch_size, self.cfg.seed, *self._shard())
         streams = Streams(

@@ -77,11 +77,6 @@ class Method(ABC):
         self.modules: nn.Module | None = None
 
     @property
-    def weights(self) -> Any:
-        """The options (the built-in methods' options are their loss weights)."""
-        return self.options
-
-    @property
     @abstractmethod
     def streams(self) -> dict[str, Stream]:
         """Stream name -> what to draw each step, in the order the data layer draws them."""

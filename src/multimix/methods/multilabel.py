@@ -38,7 +38,7 @@ class MultiLabel(Method):
     def loss(
         self, model: nn.Module, batch: Batch, step: int = 0
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        w, task = self.weights, self.task
+        w, task = self.options, self.task
         segment = MASKED in self.streams
         labeled = batch[LABELED]
         n_seg = len(batch[MASKED]) if segment else 0

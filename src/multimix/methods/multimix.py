@@ -52,7 +52,7 @@ class JointObjective(Method):
     def loss(
         self, model: nn.Module, batch: Batch, step: int = 0
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        w, task = self.weights, self.task
+        w, task = self.options, self.task
         parts = {
             "seg": batch[MASKED]["weak"].x if self.segment else None,
             "segu": batch[UNMASKED]["weak"].x if self.consistency else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -51,8 +52,9 @@ class Task:
         """The label space that reads raw labels into bank targets (``encode``, ``stratum``)."""
         raise NotImplementedError
 
-    @property
+    @functools.cached_property
     def space(self) -> Any:
+        """The label space, made once."""
         return self.make_space()
 
     def check_data(self, class_data: list[str], seg_data: list[str]) -> None:

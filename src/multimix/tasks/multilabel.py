@@ -205,7 +205,7 @@ class MultiLabel(Task):
             self.pos_weight = auto_pos_weight(bank.targets[labeled][bank.labeled[labeled]])
         if "localization" not in self.options.aux:
             return None
-        space = self.make_space()
+        space = self.space
         lung = lung_channel(bank)
         boxes = bank_boxes(bank, roots, space, labeled)
         zone_labels = bank_zone_labels(bank, roots, space, labeled)
@@ -295,7 +295,7 @@ class MultiLabel(Task):
         from multimix.tasks.localization import localization_block
 
         def choose() -> dict[str, float]:
-            val = th.validation_bank(Path(run), bank.images.shape[-1], self._space())
+            val = th.validation_bank(Path(run), bank.images.shape[-1], self.space)
             rows = torch.arange(len(val)) if val is not None else torch.zeros(0, dtype=torch.long)
             return self.choose_thresholds(run, model, val, rows, torch.device(device))
 
@@ -324,11 +324,6 @@ class MultiLabel(Task):
             return run_model(model, bank.images[rows], device, self.probabilities).probs
 
         return write_thresholds(Path(run), bank, rows, self.classes, probabilities)
-
-    def _space(self):
-        from multimix.data.findings import FindingSpace
-
-        return FindingSpace(self.classes, self.label_map)
 
     def read_thresholds(self, run) -> tuple[dict[str, float], str | None]:
         """The run's thresholds (0.5 where missing) and a note saying which fell back."""

@@ -13,6 +13,7 @@ from multimix.models.backbones import EncoderTrace, available_backbones, get_bac
 from multimix.models.fusion import folded_for_inference
 from multimix.models.net import ModelConfig, MultiMixNet
 from multimix.models.saliency import input_saliency, traced_saliency
+from tests.models.batchnorm import randomise_batch_norms
 
 WIDTHS = (4, 8, 8, 16, 16)
 NAMES = sorted(available_backbones())
@@ -73,15 +74,7 @@ def test_traced_saliency_equals_autograd_where_traceable(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_folding_for_inference_keeps_the_outputs(name):
-    net = _net(name)
-    with torch.no_grad():  # statistics and affine parameters away from their initial values
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    net.eval()
+    net = randomise_batch_norms(_net(name))
     folded = folded_for_inference(net)
     left = any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.encoder.modules())
     assert left != net.foldable  # a foldable backbone loses every batch norm, others keep theirs
