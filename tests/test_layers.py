@@ -23,6 +23,8 @@ LAYERS = {
     "explain": 6,
     "report": 7,
     "pipelines": 8,
+    "api": 8,
+    "serve": 8,
     "cli": 9,
     "__init__": 9,
     "__main__": 10,

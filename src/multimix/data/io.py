@@ -12,6 +12,7 @@ never a silently wrong array.
 from __future__ import annotations
 
 import contextlib
+import io
 import stat
 import warnings
 from collections.abc import Iterator
@@ -32,10 +33,14 @@ from multimix.core.errors import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "image_from_array",
+    "image_from_dataset",
+    "image_from_pil",
     "image_stem",
     "is_image_file",
     "looks_like_image",
     "read_image",
+    "read_image_bytes",
     "read_mask",
     "resize_image",
     "resize_mask",
@@ -107,6 +112,103 @@ def read_image(path: str | Path, max_pixels: int = _DEFAULT_MAX_PIXELS) -> np.nd
         return _read_dicom_image(path, max_pixels)
     with _open_pil(path, max_pixels) as img:
         return _pil_to_float(path, img)
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def read_image_bytes(
+    data: bytes, name: str = "upload", max_pixels: int = _DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """:func:`read_image` for a file's bytes already in memory (an upload), by content.
+
+    The kind is told from the bytes alone (PNG and JPEG signatures, DICOM's ``DICM`` at offset
+    128, else a forced DICOM read that must find pixel data), never from a name, so nothing a
+    client sends becomes a path. ``name`` only labels the one-line errors.
+
+    Raises:
+        DataError: empty, not a PNG/JPEG/DICOM image, truncated, or too large.
+    """
+    if not data:
+        raise DataError(name, "empty file (0 bytes)")
+    source = io.BytesIO(data)
+    if data.startswith((_PNG_MAGIC, _JPEG_MAGIC)):
+        with _open_pil(Path(name), max_pixels, source) as img:
+            return _pil_to_float(Path(name), img)
+    magic = data[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC)]
+    if magic == _DICOM_MAGIC or _bytes_hold_dicom(data):
+        return _read_dicom_image(Path(name), max_pixels, source)
+    raise DataError(name, "not a readable image: not a PNG, JPEG or DICOM file")
+
+
+def _bytes_hold_dicom(data: bytes) -> bool:
+    """A DICOM stream without the preamble (old exports): a forced read finds pixel data."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=True, defer_size=256)
+            return "PixelData" in ds and int(ds.Rows) > 0 and int(ds.Columns) > 0
+    except Exception:  # anything that is not DICOM fails in its own way
+        return False
+
+
+def image_from_dataset(
+    ds: Dataset, name: str = "dataset", max_pixels: int = _DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """:func:`read_image` for a pydicom ``Dataset`` already read (a notebook, a PACS query).
+
+    The same checks (pixel data, one frame, size) and display pipeline as a DICOM file.
+    """
+    if not isinstance(ds, Dataset):
+        raise DataError(name, f"not a pydicom Dataset: {type(ds).__name__}")
+    pixels, ds = _dataset_pixels(Path(name), ds, False, max_pixels)
+    return _dicom_display(Path(name), pixels, ds)
+
+
+def image_from_pil(
+    img: Image.Image, name: str = "image", max_pixels: int = _DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """:func:`read_image` for a PIL image: its EXIF orientation applied, then gray in [0, 1]."""
+    width, height = img.size
+    if width * height > max_pixels:
+        raise _too_large(Path(name), width, height, max_pixels)
+    if width == 0 or height == 0:
+        raise DataError(name, f"not a readable image: it is {width}x{height} pixels")
+    return _pil_to_float(Path(name), _upright(Path(name), img))
+
+
+def image_from_array(array: np.ndarray, name: str = "array") -> np.ndarray:
+    """A numpy image as the library's float32 ``H x W`` gray array in ``[0, 1]``.
+
+    ``(H, W)`` or ``(H, W, 3|4)`` (colour averaged, alpha dropped). uint8 is divided by 255,
+    as a PNG is; bool is 0/1; floats must already lie in ``[0, 1]`` (a float array has no
+    scale to read it by); other integers (16-bit data) are min-max stretched, as a 16-bit PNG.
+    """
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):  # colour: the mean of R, G, B
+        rgb = arr[..., :3]
+        mean = rgb.astype(np.float64).mean(axis=2)
+        if rgb.dtype == np.uint8:
+            return (mean / 255.0).astype(np.float32)
+        arr = mean if np.issubdtype(rgb.dtype, np.floating) else np.rint(mean).astype(np.int64)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise DataError(name, f"an image must be an (H, W) or (H, W, 3) array, not {arr.shape}")
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255.0)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise DataError(name, "not a readable image: pixel values include NaN or infinity")
+        if arr.min() < 0.0 or arr.max() > 1.0:
+            raise DataError(
+                name, f"float pixels must lie in [0, 1], got [{arr.min():g}, {arr.max():g}]"
+            )
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        return _stretch(Path(name), arr)
+    raise DataError(name, f"unsupported pixel type {arr.dtype}")
 
 
 def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -293,17 +395,23 @@ def _stretch(path: Path, values: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _open_pil(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+def _open_pil(
+    path: Path, max_pixels: int, source: io.BytesIO | None = None
+) -> Iterator[Image.Image]:
     """Open and fully decode a PNG/JPEG, checking its size from the header first.
 
     ``img.load()`` runs here so truncated files fail with a DataError instead of later, and
     PIL's own decompression-bomb warning is silenced because ``max_pixels`` replaces it.
+    ``source``: bytes already in memory (an upload), named ``path`` in messages only.
     """
-    try:
-        fh = path.open("rb")
-    except OSError as exc:
-        raise DataError(path, f"cannot read file: {_reason(exc)}") from None
-    with fh:
+    if source is not None:
+        fh = contextlib.nullcontext(source)
+    else:
+        try:
+            fh = path.open("rb")
+        except OSError as exc:
+            raise DataError(path, f"cannot read file: {_reason(exc)}") from None
+    with fh as fh:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -403,25 +511,37 @@ def _format_value(value: np.generic) -> str:
 # --------------------------------------------------------------------------- DICOM
 
 
-def _read_dicom_pixels(path: Path, max_pixels: int) -> tuple[np.ndarray, Dataset]:
+def _read_dicom_pixels(
+    path: Path, max_pixels: int, source: io.BytesIO | None = None
+) -> tuple[np.ndarray, Dataset]:
     """Parse a DICOM file and decode its single frame; returns ``(pixels, dataset)``.
 
     The header is checked (pixel data present, one frame, size within ``max_pixels``) before
     anything is decoded. Files without the DICM preamble are retried with ``force=True`` since
     old exports omit it, but then must at least carry pixel data to count as DICOM.
+    ``source``: bytes already in memory (an upload), named ``path`` in messages only.
     """
     forced = False
+    where = source if source is not None else path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             try:
-                ds = pydicom.dcmread(path)
+                ds = pydicom.dcmread(where)
             except InvalidDicomError:
                 forced = True
-                ds = pydicom.dcmread(path, force=True)
+                if source is not None:
+                    source.seek(0)
+                ds = pydicom.dcmread(where, force=True)
         except Exception as exc:
             raise DataError(path, f"not a readable image: invalid DICOM ({_reason(exc)})") from None
+    return _dataset_pixels(path, ds, forced, max_pixels)
 
+
+def _dataset_pixels(
+    path: Path, ds: Dataset, forced: bool, max_pixels: int
+) -> tuple[np.ndarray, Dataset]:
+    """The single frame of a parsed dataset, its header checked before decoding."""
     pixel_keys = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
     if not any(key in ds for key in pixel_keys):
         if forced:
@@ -493,9 +613,14 @@ def _assume_transfer_syntax(ds: Dataset) -> UID:
     return syntax
 
 
-def _read_dicom_image(path: Path, max_pixels: int) -> np.ndarray:
+def _read_dicom_image(path: Path, max_pixels: int, source: io.BytesIO | None = None) -> np.ndarray:
     """Apply the DICOM display pipeline: modality LUT, VOI LUT, stretch, MONOCHROME1 inversion."""
-    pixels, ds = _read_dicom_pixels(path, max_pixels)
+    pixels, ds = _read_dicom_pixels(path, max_pixels, source)
+    return _dicom_display(path, pixels, ds)
+
+
+def _dicom_display(path: Path, pixels: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Decoded pixels of ``ds`` as the float image a viewer shows (bone bright)."""
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
         with warnings.catch_warnings():

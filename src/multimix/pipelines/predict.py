@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 
@@ -28,10 +26,8 @@ from multimix.data.io import (
     image_stem,
     looks_like_image,
     read_image,
-    resize_image,
     write_png,
 )
-from multimix.tasks.base import PredictionOutput, Task, task_of_run
 
 __all__ = ["OVERLAY_MAX_SIDE", "PredictSummary", "collect_inputs", "predict_paths"]
 
@@ -40,7 +36,6 @@ OVERLAY_MAX_SIDE = 1024
 
 _OUTLINE_RGB = (0, 230, 120)
 _HEAT_ALPHA = 0.7  # heatmap opacity where the map is 1; it falls off with the map's value
-_MASK_THRESHOLD = 0.5
 
 
 @dataclass
@@ -197,6 +192,10 @@ def predict_paths(
     explain: list[str] | tuple[str, ...] = (),
     batch_size: int = 16,
     device: str = "auto",
+    backend: str = "torch",
+    onnx_path: Path | None = None,
+    dicom_seg: bool = False,
+    checkpoint: str = "best",
 ) -> PredictSummary:
     """Predict every image in ``inputs`` with the run's best checkpoint; write results in ``out``.
 
@@ -213,43 +212,44 @@ def predict_paths(
     localization head; its maps go to ``explanations/<method>/<finding>/<name>.png`` (see
     :mod:`multimix.tasks.findings_output`).
 
+    The predictions themselves are :class:`multimix.api.Model`'s (``backend="onnx"`` runs the
+    exported file). With ``dicom_seg``, each DICOM input also gets ``dicom/<name>.seg.dcm`` (the
+    lung mask as a DICOM Segmentation referencing it) and ``dicom/<name>.json`` (its findings).
+
     Raises:
         ConfigError: an unknown explanation method or a batch size below 1.
         DataError: an input folder without images.
         CheckpointError: the run cannot be loaded.
     """
+    from multimix.api import EXPLAIN_METHODS, load
     from multimix.core.atomic import atomic_write_text
     from multimix.core.progress import progress_bar
     from multimix.core.writable import check_writable_dir
-    from multimix.engine.evaluate import load_run
-    from multimix.engine.runtime import select_device
-    from multimix.explain.attributions import EXPLAINERS
 
     methods = list(dict.fromkeys(m.strip() for m in explain if m.strip()))
-    unknown = [m for m in methods if m not in EXPLAINERS]
+    unknown = [m for m in methods if m not in EXPLAIN_METHODS]
     if unknown:
         raise ConfigError(
-            f"unknown explanation method {unknown[0]!r}; choose from {', '.join(EXPLAINERS)}"
+            f"unknown explanation method {unknown[0]!r}; choose from {', '.join(EXPLAIN_METHODS)}"
         )
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
+    if methods and backend != "torch":
+        raise ConfigError("--explain needs --backend torch: the ONNX file holds the forward pass")
     check_writable_dir(out)
     summary = PredictSummary()
     paths = collect_inputs(inputs, Path(out), summary.notes)
     names = unique_stems(paths)
-    dev = select_device(device)
-    cfg, model = load_run(Path(run), device=dev)
-    model.eval()
-    classes = list(cfg.classes)
-    structures = list(cfg.structures)
-    task = task_of_run(cfg)
-    output = task.prediction_output(Path(run), model, structures)
-    summary.notes += output.notes
-    explain_dirs = output.explain_folders(methods)
+    model = load(Path(run), checkpoint, device, backend, onnx_path)
+    structures = list(model.structures)
+    summary.notes += model.notes
+    explain_dirs = model.output.explain_folders(methods)
     out = Path(out)
     folders = ["masks", "overlays", *explain_dirs]
     if len(structures) > 1:
         folders += [f"masks/{s}" for s in structures]
+    if dicom_seg:
+        folders.append("dicom")
     try:
         for folder in folders:
             (out / folder).mkdir(parents=True, exist_ok=True)
@@ -257,6 +257,7 @@ def predict_paths(
         raise DataError(out, f"cannot create the output folder: {exc.strerror or exc}") from None
 
     rows: list[list[str]] = []
+    not_dicom = 0
     with progress_bar("predicting", total=len(paths)) as advance:
         for start in range(0, len(paths), batch_size):
             batch = []
@@ -272,14 +273,19 @@ def predict_paths(
                     continue
                 batch.append((path, name, image))
             if batch:
-                rows += _predict_batch(
-                    model, batch, cfg.image_size, classes, structures, methods, dev, out,
-                    task, output,
-                )  # fmt: skip
+                preds = model.predict_images(
+                    [img for _, _, img in batch], methods, [name for _, name, _ in batch]
+                )
+                rows += _write_batch(batch, preds, structures, out, set(explain_dirs))
+                if dicom_seg:
+                    not_dicom += _write_dicom(batch, preds, out, model, summary)
                 summary.n_ok += len(batch)
             advance(min(batch_size, len(paths) - start))
+    if not_dicom:
+        summary.notes.append(f"--dicom-seg: {not_dicom} input(s) are not DICOM; no SEG for them")
 
-    header = ["image", *output.header(), *_mask_header(structures), *output.trailing_header()]
+    header = ["image", *model.output.header(), *_mask_header(structures),
+              *model.output.trailing_header()]  # fmt: skip
     atomic_write_text(out / "predictions.csv", _csv([header, *rows]))
     failures_csv = out / "failures.csv"
     if summary.failures:
@@ -295,64 +301,48 @@ def _csv(rows) -> str:
     return buf.getvalue()
 
 
-def _predict_batch(
-    model,
+def _write_batch(
     batch: list[tuple[Path, str, np.ndarray]],
-    size: int,
-    classes: list[str],
+    preds: list,
     structures: list[str],
-    methods: list[str],
-    device: torch.device,
     out: Path,
-    task: Task,
-    output: PredictionOutput,
+    explain_dirs: set[str],
 ) -> list[list[str]]:
-    """Run the model (and explainers) on one batch and write its files; CSV rows back.
+    """Write one batch's masks, overlays and maps; its CSV rows back.
 
-    The ``task`` turns logits into probabilities; its ``output`` says the cells, captions and
-    the (image, class) pairs to explain (class None: the predicted class, for the batch).
+    A map goes to ``explanations/<method>/<class>/`` where the task declared that folder
+    (:meth:`~multimix.tasks.base.PredictionOutput.explain_folders`), else to
+    ``explanations/<method>/``.
     """
-    from multimix.explain.attributions import explain as explain_map
-
-    x = torch.stack([torch.from_numpy(resize_image(img, size)) for _, _, img in batch])
-    x = x[:, None].to(device)
-    result = model(x)
-    mask_probs = torch.sigmoid(result["mask_logits"].float()).cpu()
-    probs = task.probabilities(result["logits"]).cpu()
-    decided = output.batch(probs, result, mask_probs)
-    pairs = decided.pairs
-    maps = {m: _explain_pairs(model, x, pairs, m, explain_map) for m in methods}
-
     rows = []
-    for i, (path, name, image) in enumerate(batch):
-        shape = image.shape
-        mask, mask_cells = _write_masks(out, name, mask_probs[i], structures, shape)
-        label, cells = decided.captions[i], decided.cells[i]
-        write_png(out / "overlays" / f"{name}.png", _overlay(image, mask, label))
-        for method, attrs in maps.items():
-            for k, (row, finding) in enumerate(pairs):
-                if row != i:
-                    continue
-                heat = _heatmap(image, np.clip(_upsample(attrs[k], shape), 0.0, 1.0))
+    for (path, name, image), pred in zip(batch, preds, strict=True):
+        mask, mask_cells = _write_masks(out, name, pred.masks, structures)
+        write_png(out / "overlays" / f"{name}.png", _overlay(image, mask, pred.label))
+        for method, maps in pred.explanations.items():
+            for target, attr in maps.items():
                 folder = out / "explanations" / method
-                folder = folder if finding is None else folder / classes[finding]
-                write_png(folder / f"{name}.png", heat)
-        rows.append([str(path), *cells, *mask_cells, *decided.trailing[i]])
+                if f"explanations/{method}/{target}" in explain_dirs:
+                    folder = folder / target
+                write_png(folder / f"{name}.png", _heatmap(image, attr))
+        rows.append([str(path), *pred.cells, *mask_cells, *pred.trailing])
     return rows
 
 
-def _explain_pairs(model, x: torch.Tensor, pairs, method: str, explain_map) -> list:
-    """One map per (image, class) pair: each image's predicted class when no pair names a
-    class (the whole batch at once), else each pair for that class's own logit."""
-    if all(cls is None for _, cls in pairs):
-        maps = explain_map(model, x, method).cpu()
-        return [maps[i] for i, _ in pairs]
-    if not pairs:
-        return []
-    rows = torch.tensor([i for i, _ in pairs], device=x.device)
-    target = torch.tensor([cls for _, cls in pairs], device=x.device)
-    maps = explain_map(model, x[rows], method, target=target).cpu()
-    return [maps[k] for k in range(len(pairs))]
+def _write_dicom(batch, preds, out: Path, model, summary: PredictSummary) -> int:
+    """DICOM SEG + findings sidecar for each DICOM input of the batch; how many were not."""
+    from multimix.pipelines.dicom_out import read_source_dataset, write_dicom_result
+
+    skipped = 0
+    for (path, name, _), pred in zip(batch, preds, strict=True):
+        ds = read_source_dataset(path)
+        if ds is None:
+            skipped += 1
+            continue
+        try:
+            write_dicom_result(pred, ds, out / "dicom" / f"{name}.seg.dcm", model)
+        except DataError as exc:
+            summary.notes.append(f"--dicom-seg: {exc}")
+    return skipped
 
 
 def _first_structure(structures: list[str]) -> int:
@@ -372,26 +362,19 @@ def _mask_header(structures: list[str]) -> list[str]:
 
 
 def _write_masks(
-    out: Path, name: str, probs: torch.Tensor, structures: list[str], shape: tuple[int, int]
+    out: Path, name: str, masks: dict[str, np.ndarray], structures: list[str]
 ) -> tuple[np.ndarray, list[str]]:
-    """Write one image's masks at its own size; back: the first structure's mask and the cells
-    of :func:`_mask_header`. With several structures, each also goes to its own folder."""
-    first = _first_structure(structures)
-    masks = [_upsample(probs[k : k + 1], shape) >= _MASK_THRESHOLD for k in range(len(probs))]
+    """Write one image's masks (at its own size); back: the first structure's mask and the
+    cells of :func:`_mask_header`. With several structures, each also goes to its own folder."""
+    first = structures[_first_structure(structures)]
     write_png(out / "masks" / f"{name}.png", masks[first])
     cells = [f"{float(masks[first].mean()):.6f}", f"masks/{name}.png"]
     if len(structures) > 1:
-        for k, structure in enumerate(structures):
-            write_png(out / "masks" / structure / f"{name}.png", masks[k])
-            if k != first:
-                cells += [f"{float(masks[k].mean()):.6f}", f"masks/{structure}/{name}.png"]
+        for structure in structures:
+            write_png(out / "masks" / structure / f"{name}.png", masks[structure])
+            if structure != first:
+                cells += [f"{float(masks[structure].mean()):.6f}", f"masks/{structure}/{name}.png"]
     return masks[first], cells
-
-
-def _upsample(channel_map: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """A ``(1, h, w)`` map resized bilinearly to ``shape`` as a float32 array."""
-    up = F.interpolate(channel_map[None].float(), size=shape, mode="bilinear", align_corners=False)
-    return up[0, 0].numpy()
 
 
 def _gray_rgb(image: np.ndarray) -> np.ndarray:

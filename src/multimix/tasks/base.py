@@ -182,18 +182,25 @@ class ErrorGroup:
 class BatchOutput:
     """What ``predict`` writes for one batch: per image the CSV cells after ``image``, the
     overlay caption and the cells after the mask columns; the (image, class or None) pairs to
-    explain (None: the predicted class; a class: its maps go to a folder of its name)."""
+    explain (None: the predicted class; a class: its maps go to a folder of its name).
+    ``predicted``: per image what it is called, as class names (the one class, or the findings
+    present; empty: no finding), for the Python API and the service."""
 
     cells: list[list[str]]
     captions: list[str]
     trailing: list[list[str]]
     pairs: list[tuple[int, int | None]] = field(default_factory=list)
+    predicted: list[list[str]] = field(default_factory=list)
 
 
 class PredictionOutput:
-    """Columns and captions of ``predict`` for one run; ``notes`` are printed to the user."""
+    """Columns and captions of ``predict`` for one run; ``notes`` are printed to the user.
+
+    ``thresholds``: the probability at or above which each class is called present (a
+    multi-label run's), or None where the prediction is the most probable class."""
 
     notes: list[str]
+    thresholds: dict[str, float] | None = None
 
     def header(self) -> list[str]:
         """Columns after ``image`` and before the mask columns."""

@@ -40,6 +40,7 @@ class FindingsOutput(PredictionOutput):
         self.findings = list(findings)
         self.notes = list(notes or [])
         self.cut = torch.tensor([thresholds[f] for f in findings])
+        self.thresholds = {f: float(thresholds[f]) for f in findings}
         self.lung = list(structures).index(LUNGS) if LUNGS in structures else None
         self.zones = model.localizer is not None and self.lung is not None
 
@@ -67,7 +68,10 @@ class FindingsOutput(PredictionOutput):
         cells = [self.row_cells(probs[i], present[i]) for i in range(len(probs))]
         trailing = [[zones[i]] if zones else [] for i in range(len(probs))]
         pairs: list[tuple[int, int | None]] = list(self.targets(probs, present))
-        return BatchOutput(cells, captions, trailing, pairs)
+        predicted = [
+            [f for f, on in zip(self.findings, row.tolist(), strict=True) if on] for row in present
+        ]
+        return BatchOutput(cells, captions, trailing, pairs, predicted)
 
     def present(self, probs: torch.Tensor) -> torch.Tensor:
         """(B, F) probabilities -> (B, F) bool: at or above each finding's threshold."""

@@ -121,4 +121,5 @@ class _ClassOutput(PredictionOutput):
             captions.append(f"{self.classes[k]} {float(p[k]):.2f}")
             cells.append([self.classes[k], *(f"{float(v):.6f}" for v in p)])
         pairs: list[tuple[int, int | None]] = [(i, None) for i in range(len(probs))]
-        return BatchOutput(cells, captions, [[] for _ in cells], pairs)
+        predicted = [[row[0]] for row in cells]
+        return BatchOutput(cells, captions, [[] for _ in cells], pairs, predicted)
