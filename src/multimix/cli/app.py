@@ -248,14 +248,25 @@ def predict(
     ] = "",
     batch_size: int = 16,
     device: str = "auto",
+    checkpoint: Annotated[str, typer.Option(metavar="best|last")] = "best",
+    backend: Annotated[
+        str, typer.Option(metavar="torch|onnx", help="onnx: run the file of `multimix export`.")
+    ] = "torch",
+    onnx: Annotated[
+        Path | None, typer.Option(help="The ONNX file for --backend onnx [RUN/model.onnx].")
+    ] = None,
+    dicom_seg: Annotated[
+        bool, typer.Option(help="DICOM inputs: also a DICOM SEG of the masks + findings JSON.")
+    ] = False,
 ) -> None:
     """Masks, overlays and class probabilities (optionally explanation maps) for new images."""
     from multimix.data.labels import parse_list
     from multimix.pipelines.predict import predict_paths
 
     summary = predict_paths(
-        run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device
-    )
+        run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device,
+        backend=backend, onnx_path=onnx, dicom_seg=dicom_seg, checkpoint=checkpoint,
+    )  # fmt: skip
     for note in summary.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"{summary.n_ok} predicted, {summary.n_failed} failed")
@@ -264,6 +275,73 @@ def predict(
     if summary.n_ok:
         typer.echo(f"results written to {out}")
     else:
+        raise typer.Exit(2)
+
+
+@app.command()
+@friendly
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    host: Annotated[str, typer.Option(help="Address to bind; not this machine needs --token.")] = (
+        "127.0.0.1"
+    ),
+    port: int = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="MULTIMIX_TOKEN", help="Require 'Authorization: Bearer TOKEN'."),
+    ] = None,
+    allow_open: Annotated[
+        bool, typer.Option(help="Serve another address without a token (anyone may use it).")
+    ] = False,
+    max_upload_mb: Annotated[float, typer.Option(help="Larger uploads get 413.")] = 32.0,
+    queue_size: Annotated[int, typer.Option(help="Requests waiting; more get 503.")] = 16,
+    max_batch: Annotated[int, typer.Option(help="Waiting requests predicted together.")] = 8,
+    checkpoint: Annotated[str, typer.Option(metavar="best|last")] = "best",
+    backend: Annotated[str, typer.Option(metavar="torch|onnx")] = "torch",
+    onnx: Annotated[Path | None, typer.Option(help="ONNX file [RUN/model.onnx].")] = None,
+    device: str = "auto",
+) -> None:
+    """A local web page and JSON API (POST /predict, GET /health, GET /model) for a run."""
+    from multimix.api import load
+    from multimix.serve.app import ServeOptions
+    from multimix.serve.app import serve as serve_model
+
+    if queue_size < 1 or max_batch < 1:
+        raise ConfigError("--queue-size and --max-batch must be at least 1")
+    options = ServeOptions(token or None, max_upload_mb, queue_size, max_batch)
+    model = load(run, checkpoint, device, backend, onnx)
+    serve_model(model, host, port, options, allow_open=allow_open, log=typer.echo)
+
+
+@app.command()
+@friendly
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    format_: Annotated[str, typer.Option("--format", metavar="onnx")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="File to write [RUN/model.onnx].")] = None,
+    checkpoint: Annotated[str, typer.Option(metavar="best|last")] = "best",
+) -> None:
+    """The classifier and segmentation as one ONNX file, checked against torch."""
+    from multimix.api import CHECKPOINTS, DEFAULT_ONNX
+    from multimix.pipelines.export import TOLERANCE, export_onnx
+
+    if format_ != "onnx":
+        raise ConfigError("--format must be onnx")
+    if checkpoint not in CHECKPOINTS:
+        raise ConfigError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}")
+    out = out or Path(run) / DEFAULT_ONNX
+    check_writable_file(out, example="model.onnx")  # robust
+    report = export_onnx(run, out, checkpoint)
+    typer.echo(f"written to {report.path} (outputs: {', '.join(report.outputs)})")
+    if report.saliency_in_graph:
+        typer.echo("saliency bridge: in the graph (its gradient written as forward ops)")
+    else:
+        typer.echo("saliency bridge: none in this model")
+    for name, diff in report.max_abs_diff.items():
+        typer.echo(f"max abs diff onnxruntime vs torch, {name}: {diff:.3g} (tolerance "
+                   f"{TOLERANCE[name]:g}, {report.images} images)")  # fmt: skip
+    if not report.ok:
+        typer.echo("error: onnxruntime does not match torch within the tolerance", err=True)
         raise typer.Exit(2)
 
 
