@@ -1,0 +1,148 @@
+"""multimix.api: one model, any input type, a typed result that predict and serve share."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+import multimix.api as mm
+from multimix.core.errors import CheckpointError, ConfigError, DataError
+from multimix.data.io import read_image, read_mask
+from multimix.pipelines.predict import predict_paths
+from tests.conftest import FINDINGS, save_radiograph_dicom
+
+
+@pytest.fixture(scope="module")
+def model(served_run) -> mm.Model:
+    return mm.load(served_run)
+
+
+@pytest.fixture(scope="module")
+def radiograph(phantom_dirs) -> Path:
+    return sorted((phantom_dirs["seg"] / "images").glob("*.png"))[0]
+
+
+def test_every_input_type_gives_the_same_prediction(model, radiograph, tmp_path):
+    gray = read_image(radiograph)
+    u8 = np.rint(gray * 255).astype(np.uint8)
+    dicom = save_radiograph_dicom(tmp_path / "scan.dcm", gray)
+    inputs = {
+        "path": radiograph,
+        "str": str(radiograph),
+        "bytes": radiograph.read_bytes(),
+        "pil": Image.open(radiograph),
+        "uint8": u8,
+        "float": gray,
+        "rgb": np.repeat(u8[..., None], 3, axis=2),
+    }
+    ref = model.predict(radiograph)
+    assert set(ref.probabilities) == {"normal", "pneumonia"}
+    assert ref.predicted == [max(ref.probabilities, key=ref.probabilities.get)]
+    for kind, x in inputs.items():
+        got = model.predict(x)
+        assert got.shape == gray.shape, kind
+        for c in ref.classes:
+            assert got.probabilities[c] == pytest.approx(ref.probabilities[c], abs=1e-5), kind
+        assert np.array_equal(got.masks["lungs"], ref.masks["lungs"]), kind
+    # DICOM (the 16-bit pixels are stretched, so not bit-equal to the PNG): path and Dataset
+    by_path, by_ds = model.predict(dicom), model.predict(pydicom.dcmread(dicom))
+    assert by_ds.name == str(pydicom.dcmread(dicom).SOPInstanceUID)
+    assert by_path.probabilities == pytest.approx(by_ds.probabilities, abs=1e-6)
+    assert np.array_equal(by_path.masks["lungs"], by_ds.masks["lungs"])
+
+
+def test_result_holds_masks_area_maps_and_json(model, radiograph):
+    gray = read_image(radiograph)
+    wide = np.asarray(Image.fromarray(np.rint(gray * 255).astype(np.uint8)).resize((90, 50)))
+    pred = model.predict(wide, explain="saliency,gradcam,ig", name="wide")
+    assert pred.masks["lungs"].shape == (50, 90) and pred.masks["lungs"].dtype == bool
+    assert 0.05 < pred.lung_area_fraction < 0.95  # the trained run segments the lungs
+    assert pred.lung_area_fraction == pytest.approx(pred.masks["lungs"].mean())
+    assert set(pred.explanations) == {"saliency", "gradcam", "ig"}
+    for maps in pred.explanations.values():
+        assert list(maps) == pred.predicted  # the predicted class is explained
+        heat = next(iter(maps.values()))
+        assert heat.shape == (50, 90) and heat.min() >= 0.0 and heat.max() <= 1.0
+    body = json.loads(pred.to_json())
+    assert body["name"] == "wide" and body["height"] == 50 and body["width"] == 90
+    assert body["probabilities"].keys() == {"normal", "pneumonia"}
+    assert body["explained"]["gradcam"] == pred.predicted
+    assert body["thresholds"] is None and body["task"] == "multiclass"
+
+
+def test_predict_cli_writes_what_the_api_returns(model, served_run, radiograph, tmp_path):
+    out = tmp_path / "pred"
+    summary = predict_paths(served_run, [radiograph], out)
+    assert summary.n_ok == 1
+    row = next(csv.DictReader((out / "predictions.csv").open()))
+    pred = model.predict(radiograph)
+    assert row["predicted_class"] == pred.predicted[0]
+    assert float(row["p_pneumonia"]) == pytest.approx(pred.probabilities["pneumonia"], abs=1e-6)
+    assert np.array_equal(read_mask(out / row["mask_path"]), pred.masks["lungs"])
+
+
+def test_last_checkpoint_and_bad_arguments(served_run, model, tmp_path):
+    last = mm.load(served_run, checkpoint="last")
+    assert last.checkpoint == "last" and last.info()["checkpoint"] == "last"
+    with pytest.raises(ConfigError, match="checkpoint"):
+        mm.load(served_run, checkpoint="middle")
+    with pytest.raises(ConfigError, match="backend"):
+        mm.load(served_run, backend="tensorrt")
+    with pytest.raises(CheckpointError):
+        mm.load(tmp_path / "nothing")
+    with pytest.raises(ConfigError, match="unknown explanation method 'lime'"):
+        model.predict(np.zeros((8, 8), np.uint8), explain="lime")
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (b"", "empty file"),
+        (b"not an image at all" * 20, "not a PNG, JPEG or DICOM"),
+        (np.zeros((4, 4, 2)), r"\(H, W\) or \(H, W, 3\)"),
+        (np.full((4, 4), 2.0), r"must lie in \[0, 1\]"),
+        (np.array([[np.nan]]), "NaN"),
+        (12, "give a path, bytes"),
+    ],
+)
+def test_bad_inputs_are_one_line_data_errors(model, x, message):
+    with pytest.raises(DataError, match=message) as err:
+        model.predict(x)
+    assert "\n" not in str(err.value)
+
+
+def test_truncated_and_pixel_less_uploads(model, radiograph, tmp_path):
+    with pytest.raises(DataError, match="truncated"):
+        model.predict(radiograph.read_bytes()[:200], name="cut.png")
+    dicom = save_radiograph_dicom(tmp_path / "s.dcm", np.zeros((8, 8)))
+    ds = pydicom.dcmread(dicom)
+    del ds.PixelData
+    with pytest.raises(DataError, match="no pixel data"):
+        model.predict(ds)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(DataError, match="no pixel data"):
+        model.predict(buf.getvalue(), name="nopixels.dcm")
+
+
+def test_multilabel_run_names_findings_and_thresholds(multilabel_run):
+    model = mm.load(multilabel_run["run"])
+    image = sorted((multilabel_run["data"] / "images").glob("*.png"))[0]
+    pred = model.predict(image, explain="saliency")
+    assert list(pred.probabilities) == list(FINDINGS)
+    assert set(pred.thresholds) == set(FINDINGS)
+    called = [f for f in FINDINGS if pred.probabilities[f] >= pred.thresholds[f]]
+    assert pred.predicted == called
+    assert list(pred.masks) == model.structures and "lungs" in pred.masks
+    assert "zones" in pred.extra  # the localization head's zones, a task column
+    explained = list(pred.explanations["saliency"])
+    assert explained == (called or [max(pred.probabilities, key=pred.probabilities.get)])
+    info = model.info()
+    assert info["task"] == "multilabel" and info["thresholds"] == pred.thresholds
