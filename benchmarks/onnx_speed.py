@@ -119,8 +119,10 @@ def main() -> None:
         ),
         "",
         "Largest absolute difference onnxruntime vs torch on the export's check batch: "
-        + ", ".join(f"{k} {v:.3g}" for k, v in report.max_abs_diff.items())
-        + f" (tolerance {max(TOLERANCE.values()):g}).",
+        + ", ".join(
+            f"{k} {v:.3g} (tolerance {TOLERANCE[k]:g})" for k, v in report.max_abs_diff.items()
+        )
+        + ".",
         "",
         "```bash",
         f"python benchmarks/onnx_speed.py --run RUN --threads {args.threads} "

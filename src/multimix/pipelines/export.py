@@ -34,10 +34,13 @@ from multimix.core.errors import ConfigError, DataError
 
 __all__ = ["TOLERANCE", "ExportReport", "InferenceGraph", "export_onnx", "parity"]
 
-TOLERANCE = {"logits": 1e-3, "mask_probs": 1e-3, "saliency": 1e-3, "activation_maps": 1e-3}
+TOLERANCE = {"logits": 1e-3, "mask_probs": 1e-3, "saliency": 1e-2, "activation_maps": 1e-3}
 """Largest absolute difference allowed between onnxruntime and torch, per output (class
 logits; mask probabilities after the sigmoid; the bridge's saliency, scaled to max 1 per image;
-the localization head's maps)."""
+the localization head's maps). The saliency's is wider: the reference is the unfolded network's
+autograd gradient, and a ReLU whose input is within rounding of 0 may pass the gradient in one
+and not the other (measured: 3.1e-3 on a 128 px run, while its mask probabilities, which that
+saliency feeds, stayed within 6.3e-5)."""
 
 OPSET = 18
 
