@@ -37,6 +37,7 @@ class TrainConfig:
         "structures": "Mask structures; none: the ones found in the --seg-data folders.",
         "steps": "Training steps (500 when neither this nor --max-minutes is given).",
         "max_minutes": "Time budget in minutes.",
+        "clock": "What --max-minutes counts: wall time, or cpu time this process used.",
         "device": "auto, cpu, cuda or cuda:N.",
         "widths": "Encoder channel widths per level.",
         "backbone": "Encoder (see: multimix backbones).",
@@ -61,6 +62,7 @@ class TrainConfig:
     image_size: int = 128
     steps: int | None = None
     max_minutes: float | None = None
+    clock: str = "wall"  # "cpu": process CPU time, so a budget holds on a shared machine
     seed: int = 0
     device: str = "auto"
     batch_size: int = 8
@@ -105,6 +107,8 @@ class TrainConfig:
             raise ConfigError("--steps must be at least 1")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError("--max-minutes must be positive")
+        if self.clock not in ("wall", "cpu"):
+            raise ConfigError(f"--clock must be wall or cpu, not {self.clock!r}")
         if self.image_size < 2 ** (len(self.widths) - 1) or self.image_size % 2 ** (
             len(self.widths) - 1
         ):
