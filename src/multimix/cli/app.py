@@ -111,8 +111,7 @@ def _train_options():
     from multimix.methods.base import METHODS
     from multimix.tasks import TASKS
 
-    methods = {key.split("/", 1)[1]: cls for key, cls in METHODS.items()}
-    return option_table(TrainConfig, methods, dict(TASKS.items()))
+    return option_table(TrainConfig, dict(METHODS.items()), dict(TASKS.items()))
 
 
 TRAIN_OPTIONS = _train_options()

@@ -175,7 +175,7 @@ class Setup:
 
 
 def build(cfg: BenchConfig, device: torch.device, straightforward: bool = False) -> Setup:
-    method = get_method("multimix", LossWeights())
+    method = get_method("multimix-paper", LossWeights())
     assert isinstance(method, JointObjective)
     torch.manual_seed(cfg.seed)  # every variant starts from the same weights
     model_cfg = ModelConfig(widths=tuple(cfg.widths), norm=cfg.norm, bridge=method.uses_bridge)
