@@ -52,3 +52,18 @@ def multilabel_run(tmp_path_factory) -> dict[str, Path]:
     result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return {"data": data, "run": run}
+
+
+@pytest.fixture(scope="session")
+def joint_run(tmp_path_factory, phantom_dirs) -> Path:
+    """A 32 px ``multimix`` run on the adult phantoms (classes and masks), 24 steps."""
+    from multimix.config import TrainConfig
+    from multimix.engine.trainer import train
+
+    root = tmp_path_factory.mktemp("joint")
+    cfg = TrainConfig(
+        out=str(root / "run"), method="multimix", class_data=[str(phantom_dirs["cls"])],
+        seg_data=[str(phantom_dirs["seg"])], image_size=32, widths=[8, 16, 16, 32, 32],
+        batch_size=8, steps=24, val_every=12, seed=0,
+    )  # fmt: skip
+    return train(cfg)

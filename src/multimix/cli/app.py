@@ -168,6 +168,10 @@ def evaluate(
         int, typer.Option(help="Images per source for the explanation metrics.")
     ] = 32,
     on_bad_input: BadInputOption = "error",
+    adapt: Annotated[
+        bool,
+        typer.Option(help="Re-estimate batch-norm statistics on each source first (no labels)."),
+    ] = False,
 ) -> None:
     """Metrics per source, on images the run never trained on."""
     from multimix.core.atomic import atomic_write_text
@@ -193,10 +197,25 @@ def evaluate(
         explain=list(parse_list(explain)),
         explain_samples=explain_samples,
         on_bad_input=on_bad_input,
+        adapt=adapt,
     )
     atomic_write_text(out, json.dumps(metrics, indent=2))
     typer.echo(f"metrics written to {out}")
     _print_summary(metrics)
+    for name, block in metrics["sources"].items():
+        if "adapted" in block:
+            a = block["adapted"]
+            typer.echo(
+                f"{name}: --adapt re-estimated {a['batch_norm_layers']} batch-norm layers "
+                f"on its {a['images']} images (no labels used)"
+            )
+        shift = block.get("shift") or {}
+        if shift.get("warning"):
+            typer.echo(
+                f"warning: {name} is unlike the training data ({shift['outside_share']:.0%} "
+                "of its images lie outside the range of the validation images)"
+                + ("" if "adapted" in block else "; consider --adapt")
+            )
     if on_bad_input == "skip":
         from multimix.data.bad_inputs import BadInputs
 
@@ -247,14 +266,19 @@ def predict(
     ] = "",
     batch_size: int = 16,
     device: str = "auto",
+    adapt: Annotated[
+        bool,
+        typer.Option(help="Re-estimate batch-norm statistics on these images first (no labels)."),
+    ] = False,
 ) -> None:
     """Masks, overlays and class probabilities (optionally explanation maps) for new images."""
     from multimix.data.labels import parse_list
     from multimix.pipelines.predict import predict_paths
 
     summary = predict_paths(
-        run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device
-    )
+        run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device,
+        adapt=adapt,
+    )  # fmt: skip
     for note in summary.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"{summary.n_ok} predicted, {summary.n_failed} failed")

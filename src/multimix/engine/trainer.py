@@ -38,6 +38,7 @@ from multimix.data.streams import Pool, Streams
 from multimix.engine import checkpoint as ckpt
 from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
+from multimix.engine.finalize import choose_postprocessing, write_shift_reference
 from multimix.engine.logger import CsvLog, TensorBoard
 from multimix.engine.runtime import autocast, seed_everything, set_threads
 from multimix.methods.base import LossWeights, Method
@@ -377,13 +378,23 @@ class Trainer:
         return self.run
 
     def _after_training(self) -> None:
-        """The task's post-training step (multi-label: per-finding thresholds), on the best
-        checkpoint and the validation images of the class sources already in memory."""
+        """What the best checkpoint learns from the validation part, on images in memory: the
+        task's step (a temperature; per-finding thresholds), the mask post-processing plan
+        and the feature reference of the shift score (see ``engine.finalize``)."""
         best = ckpt.load_weights(self.ckpt_dir / "best.safetensors", self.device)
         roles = {name: info["roles"] for name, info in self.data.split["sources"].items()}
-        parts = [rows for s, rows in self.data.val.items() if "class" in roles[s]]
-        rows = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-        self.task.after_training(self.run, best, self.data.bank, rows, self.device)
+
+        def val_rows(role: str) -> torch.Tensor:
+            parts = [rows for s, rows in self.data.val.items() if role in roles[s]]
+            return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+        bank, rows = self.data.bank, self.data.rows
+        self.task.after_training(self.run, best, bank, val_rows("class"), self.device)
+        if self.method.trains_segmentation:
+            choose_postprocessing(self.run, best, bank, rows[MASKED], val_rows("seg"), self.device)
+        train_rows = torch.cat([rows[MASKED], rows[UNMASKED]]).unique()
+        all_val = torch.cat(list(self.data.val.values())) if self.data.val else train_rows[:0]
+        write_shift_reference(self.run, best, bank, train_rows, all_val, self.cfg.seed, self.device)
 
     def _clock(self) -> float:
         """Seconds on the run's clock: wall time, or the CPU time of this process (all its

@@ -31,6 +31,7 @@ from multimix.data.io import (
     resize_image,
     write_png,
 )
+from multimix.models.postprocess import apply_plan, read_plan
 from multimix.tasks.base import PredictionOutput, Task, task_of_run
 
 __all__ = ["OVERLAY_MAX_SIDE", "PredictSummary", "collect_inputs", "predict_paths"]
@@ -197,6 +198,7 @@ def predict_paths(
     explain: list[str] | tuple[str, ...] = (),
     batch_size: int = 16,
     device: str = "auto",
+    adapt: bool = False,
 ) -> PredictSummary:
     """Predict every image in ``inputs`` with the run's best checkpoint; write results in ``out``.
 
@@ -243,7 +245,11 @@ def predict_paths(
     classes = list(cfg.classes)
     structures = list(cfg.structures)
     task = task_of_run(cfg)
+    task.attach(Path(run))
     output = task.prediction_output(Path(run), model, structures)
+    plan = read_plan(Path(run))
+    model, features = _adapt_and_measure(Path(run), model, paths, cfg.image_size, dev, adapt)
+    summary.notes += features
     summary.notes += output.notes
     explain_dirs = output.explain_folders(methods)
     out = Path(out)
@@ -274,7 +280,7 @@ def predict_paths(
             if batch:
                 rows += _predict_batch(
                     model, batch, cfg.image_size, classes, structures, methods, dev, out,
-                    task, output,
+                    task, output, plan,
                 )  # fmt: skip
                 summary.n_ok += len(batch)
             advance(min(batch_size, len(paths) - start))
@@ -287,6 +293,45 @@ def predict_paths(
     elif failures_csv.exists():
         failures_csv.unlink()  # from an earlier prediction into the same folder
     return summary
+
+
+def _adapt_and_measure(
+    run: Path, model, paths: list[Path], size: int, device: torch.device, adapt: bool
+) -> tuple[object, list[str]]:
+    """The model to predict with (batch norm re-estimated on the inputs with ``adapt``) and
+    notes: what ``adapt`` did, and a warning when the inputs are unlike the training data.
+
+    One read of the inputs; files that fail here fail again, with their reason, in the main
+    loop. Without ``adapt`` and without a feature reference in the run, nothing is read.
+    """
+    from multimix.models.adapt import adapt_batch_norm
+    from multimix.models.shift import pooled_features, read_reference, shift_score
+
+    reference = read_reference(run)
+    if not adapt and reference is None:
+        return model, []
+    images = []
+    for path in paths:
+        try:
+            images.append(torch.from_numpy(resize_image(read_image(path), size)))
+        except DataError:
+            continue
+    if not images:
+        return model, []
+    x = torch.stack(images)[:, None]
+    notes = []
+    if reference is not None and len(x) >= 2:
+        shift = shift_score(pooled_features(model, x, device), reference)
+        if shift["warning"]:
+            notes.append(
+                f"these images are unlike the training data ({shift['outside_share']:.0%} lie "
+                "outside the range of its validation images): check the results"
+                + ("" if adapt else ", or try --adapt")
+            )
+    if adapt:
+        model, adaptation = adapt_batch_norm(model, x, device)
+        notes.append(adaptation.describe())
+    return model, notes
 
 
 def _csv(rows) -> str:
@@ -306,6 +351,7 @@ def _predict_batch(
     out: Path,
     task: Task,
     output: PredictionOutput,
+    plan: dict | None = None,
 ) -> list[list[str]]:
     """Run the model (and explainers) on one batch and write its files; CSV rows back.
 
@@ -317,7 +363,7 @@ def _predict_batch(
     x = torch.stack([torch.from_numpy(resize_image(img, size)) for _, _, img in batch])
     x = x[:, None].to(device)
     result = model(x)
-    mask_probs = torch.sigmoid(result["mask_logits"].float()).cpu()
+    mask_probs = apply_plan(torch.sigmoid(result["mask_logits"].float()).cpu(), plan, structures)
     probs = task.probabilities(result["logits"]).cpu()
     decided = output.batch(probs, result, mask_probs)
     pairs = decided.pairs
