@@ -11,6 +11,7 @@ import torch
 from multimix.data.phantom import write_source
 
 os.environ.setdefault("MULTIMIX_NO_REEXEC", "1")
+os.environ["MULTIMIX_PRECISION"] = "fp32"  # --precision auto: fp32, the recorded numerics
 torch.set_num_threads(2)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -63,6 +63,7 @@ BadInputOption = Annotated[
         "RUN/skipped.csv, or in metrics.json for evaluate). All are checked before step 1.",
     ),
 ]
+PRECISION_HELP = "auto (bf16 where the hardware runs it faster), fp32 or bf16."
 
 
 def _train(
@@ -169,6 +170,7 @@ def evaluate(
         int, typer.Option(help="Images per source for the explanation metrics.")
     ] = 32,
     on_bad_input: BadInputOption = "error",
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
 ) -> None:
     """Metrics per source, on images the run never trained on."""
     from multimix.core.atomic import atomic_write_text
@@ -194,6 +196,7 @@ def evaluate(
         explain=list(parse_list(explain)),
         explain_samples=explain_samples,
         on_bad_input=on_bad_input,
+        precision=precision,
     )
     atomic_write_text(out, json.dumps(metrics, indent=2))
     typer.echo(f"metrics written to {out}")
@@ -248,14 +251,16 @@ def predict(
     ] = "",
     batch_size: int = 16,
     device: str = "auto",
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
 ) -> None:
     """Masks, overlays and class probabilities (optionally explanation maps) for new images."""
     from multimix.data.labels import parse_list
     from multimix.pipelines.predict import predict_paths
 
     summary = predict_paths(
-        run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device
-    )
+        run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device,
+        precision=precision,
+    )  # fmt: skip
     for note in summary.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"{summary.n_ok} predicted, {summary.n_failed} failed")
@@ -363,6 +368,9 @@ def bench(
     matmul_size: Annotated[int | None, typer.Option(help="[2048 CPU, 8192 GPU]")] = None,
     matmul_repeats: int = 5,
     profile_steps: Annotated[int, typer.Option(help="Profile this many training steps.")] = 0,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32, bf16 or both [both where bf16 is supported]")
+    ] = None,
 ) -> None:
     """Training and inference speed here, against a matmul peak and a straightforward step."""
     from multimix.core.progress import console
@@ -374,7 +382,7 @@ def bench(
         infer_batch_size=infer_batch_size, device=device, threads=threads,
         widths=channels, norm=norm, warmup=warmup,
         steps=steps, seconds=seconds, matmul_size=matmul_size, matmul_repeats=matmul_repeats,
-        profile_steps=profile_steps,
+        profile_steps=profile_steps, precision=precision,
     )  # fmt: skip
     check_writable_file(out, example="bench.json")  # robust
     r = write_bench(cfg, out, log=console.log)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
@@ -34,11 +34,12 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
 
-def autocast(device: torch.device) -> AbstractContextManager:
-    """bf16 mixed precision on a GPU (bf16 needs no loss scaling); full precision on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def autocast(device: torch.device, precision: str = "fp32") -> AbstractContextManager:
+    """The context a training or inference step runs in: bf16 autocast for ``precision="bf16"``,
+    nothing for ``"fp32"`` (see ``engine.precision``; resolve ``auto`` there first)."""
+    from multimix.engine.precision import precision_context
+
+    return precision_context(precision, device)
 
 
 def seed_everything(seed: int) -> None:

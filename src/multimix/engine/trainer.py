@@ -39,6 +39,7 @@ from multimix.engine import checkpoint as ckpt
 from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
 from multimix.engine.logger import CsvLog, TensorBoard
+from multimix.engine.precision import run_precision
 from multimix.engine.runtime import autocast, seed_everything, set_threads
 from multimix.methods.base import LossWeights, Method
 from multimix.methods.multimix import segmentation_pretraining
@@ -105,6 +106,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels
         set_threads(cfg.threads)
+        self.precision = run_precision(self.run, cfg.precision, self.device, resume, self.world)
         seed_everything(cfg.seed)
         self.task = cfg.make_task()
         self.method: Method = cfg.make_method(self.task)
@@ -398,7 +400,7 @@ class Trainer:
         batch = streams.draw(method.streams).to(self.device)
         self.model.train()
         step = self.step
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             if self.ddp:
                 loss, logs = self.ddp(method, batch, step)
             else:

@@ -35,6 +35,7 @@ def evaluate_run(
     explain: list[str] | tuple[str, ...] = (),
     explain_samples: int = 32,
     on_bad_input: str = "error",
+    precision: str = "fp32",
 ) -> tuple[dict, dict]:
     """metrics.json content for ``folders``; with ``keep``, also banks and predictions.
 
@@ -47,6 +48,7 @@ def evaluate_run(
     from multimix.data.assemble import load_split
     from multimix.data.bad_inputs import BadInputs
     from multimix.data.sources import load_source
+    from multimix.engine.precision import resolve_precision
     from multimix.engine.runtime import select_device
     from multimix.explain.report_metrics import check_methods, explanation_metrics
 
@@ -54,6 +56,7 @@ def evaluate_run(
     bad = BadInputs(on_bad_input)
     dev = select_device(device)
     cfg, model = load_run(run, device=dev)
+    precision = resolve_precision(precision, dev)  # the network's arithmetic; metrics in fp32
     task = cfg.make_task(classes, label_map)
     labels = task.space
     if len(labels.classes) != model.cfg.n_classes:
@@ -80,7 +83,9 @@ def evaluate_run(
     results, kept = {}, {}
     for name, (bank, used) in banks.items():
         rows = torch.arange(len(bank))
-        preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep, task=task)
+        preds = predict(
+            model, bank.images, dev, batch_size, keep_saliency=keep, task=task, precision=precision
+        )
         block = source_metrics(bank, rows, preds, labels.classes, bank.structures, task=task)
         block |= task.extra_metrics(Path(run), model, bank, preds, labels, dev)
         if explain:
@@ -93,6 +98,7 @@ def evaluate_run(
     metrics = {
         "run": str(run),
         "checkpoint": "best",
+        "precision": precision,
         "classes": list(labels.classes),
         "sources": results,
         "skipped": bad.as_json(),
