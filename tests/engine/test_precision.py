@@ -188,7 +188,9 @@ def test_bench_times_both_precisions_in_the_same_rounds(monkeypatch):
         image_size=32, batch_size=1, infer_batch_size=2, widths=WIDTHS, warmup=0, steps=1,
         matmul_size=64, matmul_repeats=1, threads=1, precision="both",
     )  # fmt: skip
+    threads = torch.get_num_threads()
     r = run_bench(cfg)
+    assert r["environment"]["threads"] == 1 and torch.get_num_threads() == threads  # put back
     assert set(r["precisions"]) == {"fp32", "bf16"} and r["precision"] == "bf16"
     top = {k: v for k, v in r.items() if k in r["precisions"]["bf16"]}
     assert top == r["precisions"]["bf16"]
@@ -205,3 +207,38 @@ def test_bench_times_both_precisions_in_the_same_rounds(monkeypatch):
     cfg.precision = None
     r = run_bench(cfg)
     assert set(r["precisions"]) == {"fp32"} and "bf16_over_fp32" not in r
+
+
+def _fp32_gradients() -> list[torch.Tensor]:
+    model = _model().train()
+    x = _images().float() / 255
+    feats = model.encode(x)
+    logits = model.classify(feats)
+    masks = model.segment(feats, x, torch.ones_like(x))
+    (logits.square().mean() + masks.mean()).backward()
+    return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def test_the_calibration_leaves_fp32_numerics_bit_identical():
+    """``auto`` calibrates with bf16 matmuls and convolutions (oneDNN); a run that then resolves
+    to fp32 must compute exactly what it would have without the probe."""
+    before = _fp32_gradients()
+    threads = torch.get_num_threads()
+    speed = prec.calibrate(size=128, channels=16, repeats=1)
+    assert set(speed) == {"matmul", "conv"} and all(v > 0 for v in speed.values())
+    assert torch.get_num_threads() == threads and not torch.is_autocast_enabled("cpu")
+    after = _fp32_gradients()
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_compute_settings_are_put_back_even_on_an_error():
+    from multimix.engine.runtime import compute_settings
+
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="boom"), compute_settings(threads + 1, CPU):
+        assert torch.get_num_threads() == threads + 1
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == threads
+    with pytest.raises(RuntimeError, match="boom"), prec.precision_context("bf16", CPU):
+        raise RuntimeError("boom")
+    assert not torch.is_autocast_enabled("cpu")

@@ -258,9 +258,11 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
     """
     cfg.validate()
     device = runtime.select_device(cfg.device)
-    runtime.set_threads(cfg.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    with runtime.compute_settings(cfg.threads, device):  # restored: bench runs in-process too
+        return _measure(cfg, device, log)
+
+
+def _measure(cfg: BenchConfig, device: torch.device, log: Callable[[str], object]) -> dict:
     timed, top, reason = bench_precisions(cfg, device)
     log(f"precisions timed: {', '.join(timed)}; figures at the top: {top} ({reason})")
 

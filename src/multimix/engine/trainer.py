@@ -40,7 +40,7 @@ from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
 from multimix.engine.logger import CsvLog, TensorBoard
 from multimix.engine.precision import run_precision
-from multimix.engine.runtime import autocast, seed_everything, set_threads
+from multimix.engine.runtime import autocast, compute_settings, seed_everything, select_device
 from multimix.methods.base import LossWeights, Method
 from multimix.methods.multimix import segmentation_pretraining
 from multimix.models.net import ModelConfig, MultiMixNet
@@ -103,9 +103,6 @@ class Trainer:
         self.run = Path(cfg.out)
         self.resume = resume
         self.world, self.device = distributed.setup(cfg.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels
-        set_threads(cfg.threads)
         self.precision = run_precision(self.run, cfg.precision, self.device, resume, self.world)
         seed_everything(cfg.seed)
         self.task = cfg.make_task()
@@ -463,8 +460,9 @@ def _fit(cfg: TrainConfig, resume: bool) -> Path:
     """Build, train, and under torchrun leave the process group cleanly."""
     trainer, finished = None, False
     try:
-        trainer = Trainer(cfg, resume=resume)
-        run = trainer.fit()
+        with compute_settings(cfg.threads, select_device(cfg.device)):  # restored on the way out
+            trainer = Trainer(cfg, resume=resume)
+            run = trainer.fit()
         finished = True
         return run
     finally:
