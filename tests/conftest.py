@@ -15,7 +15,6 @@ os.environ["MULTIMIX_PRECISION"] = "fp32"  # --precision auto: fp32, the recorde
 torch.set_num_threads(2)
 
 
-
 def _numerics_state() -> dict[str, object]:
     """The process-wide settings that change fp32 results (the thread count reorders
     reductions) or the precision ``auto`` picks; the golden figures assume them unchanged."""
