@@ -63,6 +63,7 @@ BadInputOption = Annotated[
         "RUN/skipped.csv, or in metrics.json for evaluate). All are checked before step 1.",
     ),
 ]
+PRECISION_HELP = "auto (bf16 where the hardware runs it faster), fp32 or bf16."
 
 
 def _train(
@@ -172,6 +173,7 @@ def evaluate(
         bool,
         typer.Option(help="Re-estimate batch-norm statistics on each source first (no labels)."),
     ] = False,
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
 ) -> None:
     """Metrics per source, on images the run never trained on."""
     from multimix.core.atomic import atomic_write_text
@@ -198,6 +200,7 @@ def evaluate(
         explain_samples=explain_samples,
         on_bad_input=on_bad_input,
         adapt=adapt,
+        precision=precision,
     )
     atomic_write_text(out, json.dumps(metrics, indent=2))
     typer.echo(f"metrics written to {out}")
@@ -270,6 +273,7 @@ def predict(
         bool,
         typer.Option(help="Re-estimate batch-norm statistics on these images first (no labels)."),
     ] = False,
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
 ) -> None:
     """Masks, overlays and class probabilities (optionally explanation maps) for new images."""
     from multimix.data.labels import parse_list
@@ -278,6 +282,7 @@ def predict(
     summary = predict_paths(
         run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device,
         adapt=adapt,
+        precision=precision,
     )  # fmt: skip
     for note in summary.notes:
         typer.echo(f"note: {note}")
@@ -386,6 +391,9 @@ def bench(
     matmul_size: Annotated[int | None, typer.Option(help="[2048 CPU, 8192 GPU]")] = None,
     matmul_repeats: int = 5,
     profile_steps: Annotated[int, typer.Option(help="Profile this many training steps.")] = 0,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32, bf16 or both [both where bf16 is supported]")
+    ] = None,
 ) -> None:
     """Training and inference speed here, against a matmul peak and a straightforward step."""
     from multimix.core.progress import console
@@ -397,7 +405,7 @@ def bench(
         infer_batch_size=infer_batch_size, device=device, threads=threads,
         widths=channels, norm=norm, warmup=warmup,
         steps=steps, seconds=seconds, matmul_size=matmul_size, matmul_repeats=matmul_repeats,
-        profile_steps=profile_steps,
+        profile_steps=profile_steps, precision=precision,
     )  # fmt: skip
     check_writable_file(out, example="bench.json")  # robust
     r = write_bench(cfg, out, log=console.log)

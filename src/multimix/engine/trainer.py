@@ -40,7 +40,8 @@ from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
 from multimix.engine.finalize import choose_postprocessing, write_shift_reference
 from multimix.engine.logger import CsvLog, TensorBoard
-from multimix.engine.runtime import autocast, seed_everything, set_threads
+from multimix.engine.precision import run_precision
+from multimix.engine.runtime import autocast, compute_settings, seed_everything, select_device
 from multimix.methods.base import LossWeights, Method
 from multimix.methods.multimix import segmentation_pretraining
 from multimix.models.net import ModelConfig, MultiMixNet
@@ -103,9 +104,7 @@ class Trainer:
         self.run = Path(cfg.out)
         self.resume = resume
         self.world, self.device = distributed.setup(cfg.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels
-        set_threads(cfg.threads)
+        self.precision = run_precision(self.run, cfg.precision, self.device, resume, self.world)
         seed_everything(cfg.seed)
         self.task = cfg.make_task()
         self.method: Method = cfg.make_method(self.task)
@@ -414,7 +413,7 @@ class Trainer:
         batch = streams.draw(method.streams).to(self.device)
         self.model.train()
         step = self.step
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             if self.ddp:
                 loss, logs = self.ddp(method, batch, step)
             else:
@@ -477,8 +476,9 @@ def _fit(cfg: TrainConfig, resume: bool) -> Path:
     """Build, train, and under torchrun leave the process group cleanly."""
     trainer, finished = None, False
     try:
-        trainer = Trainer(cfg, resume=resume)
-        run = trainer.fit()
+        with compute_settings(cfg.threads, select_device(cfg.device)):  # restored on the way out
+            trainer = Trainer(cfg, resume=resume)
+            run = trainer.fit()
         finished = True
         return run
     finally:

@@ -39,6 +39,7 @@ def evaluate_run(
     explain_samples: int = 32,
     on_bad_input: str = "error",
     adapt: bool = False,
+    precision: str = "fp32",
 ) -> tuple[dict, dict]:
     """metrics.json content for ``folders``; with ``keep``, also banks and predictions.
 
@@ -57,6 +58,7 @@ def evaluate_run(
     from multimix.data.assemble import load_split
     from multimix.data.bad_inputs import BadInputs
     from multimix.data.sources import load_source
+    from multimix.engine.precision import resolve_precision
     from multimix.engine.runtime import select_device
     from multimix.explain.report_metrics import check_methods, explanation_metrics
 
@@ -64,6 +66,7 @@ def evaluate_run(
     bad = BadInputs(on_bad_input)
     dev = select_device(device)
     cfg, model = load_run(run, device=dev)
+    precision = resolve_precision(precision, dev)  # the network's arithmetic; metrics in fp32
     task = cfg.make_task(classes, label_map)
     task.attach(Path(run))
     labels = task.space
@@ -100,7 +103,10 @@ def evaluate_run(
         if reference is not None:
             feats = pooled_features(model, bank.images, dev, batch_size)
             extra["shift"] = shift_score(feats, reference)
-        preds = predict(used_model, bank.images, dev, batch_size, keep_saliency=keep, task=task)
+        preds = predict(
+            used_model, bank.images, dev, batch_size, keep_saliency=keep, task=task,
+            precision=precision,
+        )  # fmt: skip
         preds.masks = apply_plan(preds.masks, plan, bank.structures)
         block = source_metrics(bank, rows, preds, labels.classes, bank.structures, task=task)
         block |= task.extra_metrics(Path(run), used_model, bank, preds, labels, dev)
@@ -117,6 +123,7 @@ def evaluate_run(
         "checkpoint": "best",
         "adapted": adapt,
         "postprocess": plan,
+        "precision": precision,
         "classes": list(labels.classes),
         "sources": results,
         "skipped": bad.as_json(),

@@ -31,6 +31,7 @@ from multimix.data.io import (
     resize_image,
     write_png,
 )
+from multimix.engine.precision import precision_context, resolve_precision
 from multimix.models.postprocess import apply_plan, read_plan
 from multimix.tasks.base import PredictionOutput, Task, task_of_run
 
@@ -199,6 +200,7 @@ def predict_paths(
     batch_size: int = 16,
     device: str = "auto",
     adapt: bool = False,
+    precision: str = "fp32",
 ) -> PredictSummary:
     """Predict every image in ``inputs`` with the run's best checkpoint; write results in ``out``.
 
@@ -242,6 +244,7 @@ def predict_paths(
     dev = select_device(device)
     cfg, model = load_run(Path(run), device=dev)
     model.eval()
+    precision = resolve_precision(precision, dev)
     classes = list(cfg.classes)
     structures = list(cfg.structures)
     task = task_of_run(cfg)
@@ -280,7 +283,7 @@ def predict_paths(
             if batch:
                 rows += _predict_batch(
                     model, batch, cfg.image_size, classes, structures, methods, dev, out,
-                    task, output, plan,
+                    task, output, plan, precision,
                 )  # fmt: skip
                 summary.n_ok += len(batch)
             advance(min(batch_size, len(paths) - start))
@@ -352,6 +355,7 @@ def _predict_batch(
     task: Task,
     output: PredictionOutput,
     plan: dict | None = None,
+    precision: str = "fp32",
 ) -> list[list[str]]:
     """Run the model (and explainers) on one batch and write its files; CSV rows back.
 
@@ -362,7 +366,8 @@ def _predict_batch(
 
     x = torch.stack([torch.from_numpy(resize_image(img, size)) for _, _, img in batch])
     x = x[:, None].to(device)
-    result = model(x)
+    with precision_context(precision, device):  # the network only: probabilities in fp32
+        result = model(x)
     mask_probs = apply_plan(torch.sigmoid(result["mask_logits"].float()).cpu(), plan, structures)
     probs = task.probabilities(result["logits"]).cpu()
     decided = output.batch(probs, result, mask_probs)
