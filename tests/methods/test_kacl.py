@@ -1,0 +1,145 @@
+"""``--method kacl``: its contrastive loss, its CAM regions, training on both tasks and an exact
+resume (the pattern of tests/docs/test_method_example.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from multimix.config import TrainConfig
+from multimix.data.phantom import make_phantom
+from multimix.engine.checkpoint import load_weights
+from multimix.engine.trainer import Trainer, resume, train
+from multimix.methods.kacl import cam_regions
+from multimix.methods.losses import nt_xent
+from multimix.models.net import ModelConfig, MultiMixNet
+
+
+def test_nt_xent_is_lowest_for_matched_pairs_and_rises_when_shuffled():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 8, generator=g)
+    b = a + 0.1 * torch.randn(16, 8, generator=g)  # each b[k] close to its own a[k]
+    matched = nt_xent(a, b, 0.2)
+    shuffled = [nt_xent(a, b[torch.randperm(16, generator=g)], 0.2) for _ in range(20)]
+    assert all(matched < s for s in shuffled)
+    assert float(matched) < 0.2 * float(torch.stack(shuffled).mean())
+    assert nt_xent(a, a, 0.2) <= matched  # identical pairs: lower still
+    assert float(nt_xent(a[:1], b[:1])) == 0.0  # one pair: nothing to contrast
+
+
+def _phantom_batch(count: int, seed: int, size: int = 64):
+    """Each synthetic patient twice, normal and with opacities (the same image outside them),
+    so the only thing telling the classes apart is the opacity."""
+    images, labels, truth, lungs = [], [], [], []
+    for i in range(count):
+        for sick in (False, True):
+            rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
+            ph = make_phantom(rng, size=size, pneumonia=sick)
+            images.append(ph.image.astype(np.float32) / 255)
+            labels.append(int(sick))
+            opacity = np.zeros((size, size), bool)
+            for _, x, y, w, h in ph.boxes:
+                opacity[y : y + h, x : x + w] = True
+            truth.append(opacity & ph.masks["lungs"])
+            lungs.append(ph.masks["lungs"])
+    as_t = torch.from_numpy
+    return (
+        as_t(np.stack(images))[:, None], torch.tensor(labels),
+        as_t(np.stack(truth)), as_t(np.stack(lungs)),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False,
+    reason="not yet true: at 64 px the last feature map is 4x4 and, after 100 steps (test "
+    "accuracy 0.88), its thresholded CAM put 7% of its pixels on opacity against 15% for a "
+    "random region of the lungs; a finer CAM level is left to do",
+)
+def test_cam_region_of_a_trained_phantom_model_overlaps_the_opacity():
+    torch.manual_seed(0)
+    x, y, _, _ = _phantom_batch(48, seed=7)
+    model = MultiMixNet(ModelConfig(widths=(8, 16, 16, 32, 32), bridge=False, dropout=0.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(100):
+        rows = torch.randperm(len(x))[:16]
+        loss = F.cross_entropy(model.classify(model.encode(x[rows])), y[rows])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    xt, yt, truth, lungs = _phantom_batch(12, seed=8)
+    sick = yt == 1
+    with torch.no_grad():
+        feats = model.encode(xt[sick])
+        accuracy = (model.classify(model.encode(xt)).argmax(1) == yt).float().mean()
+    region = cam_regions(model.classifier, feats, (64, 64), 0.5)
+    opacity = truth[sick]
+    hit = (region & opacity).sum((1, 2)) / region.sum((1, 2))  # share of the region on opacity
+    g = torch.Generator().manual_seed(1)
+    chance = []  # the same number of pixels drawn at random inside the lungs
+    for r, o, lung in zip(region, opacity, lungs[sick], strict=True):
+        inside = lung.flatten().nonzero()[:, 0]
+        pick = inside[torch.randperm(len(inside), generator=g)[: int(r.sum())]]
+        chance.append(o.flatten()[pick].float().mean())
+    chance = torch.stack(chance)
+    assert accuracy > 0.8
+    assert hit.mean() > 1.5 * chance.mean(), (hit.mean(), chance.mean())
+
+
+def _cfg(out, phantom_dirs, **kw) -> TrainConfig:
+    return TrainConfig(
+        out=str(out), method="kacl", class_data=[str(phantom_dirs["cls"])],
+        labeled_class=12, image_size=32, widths=[8, 16, 16, 32, 32], batch_size=4,
+        steps=6, val_every=2, method_options={"every": 2}, **kw,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_kacl_trains_and_resumes_exactly(tmp_path, phantom_dirs):
+    full = train(_cfg(tmp_path / "full", phantom_dirs))
+    part_cfg = _cfg(tmp_path / "part", phantom_dirs)
+    (tmp_path / "part").mkdir()
+    part_cfg.save(tmp_path / "part")
+    trainer = Trainer(part_cfg)
+    step = trainer._train_step
+
+    def stop_at_three(advance, start):
+        step(advance, start)
+        trainer.stop.requested = trainer.step == 3
+
+    trainer._train_step = stop_at_three
+    with pytest.raises(SystemExit):
+        trainer.fit()
+    saved = torch.load(tmp_path / "part" / "checkpoints" / "last.state.pt", weights_only=True)
+    assert "modules" in saved["method"] and "cache_keys" in saved["method"]
+    resume(tmp_path / "part")
+    a = load_weights(full / "checkpoints" / "last.safetensors").state_dict()
+    b = load_weights(tmp_path / "part" / "checkpoints" / "last.safetensors").state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ends = [
+        torch.load(r / "checkpoints" / "last.state.pt", weights_only=True)["method"]
+        for r in (full, tmp_path / "part")
+    ]
+    for key, value in ends[0]["modules"].items():
+        assert torch.equal(value, ends[1]["modules"][key]), key
+    header = (full / "train_log.csv").read_text().splitlines()[0]
+    assert "loss_contrastive" in header and "loss_pseudo" in header
+
+
+@pytest.mark.slow
+def test_kacl_trains_on_the_multilabel_task(tmp_path, multilabel_run):
+    from tests.conftest import FINDINGS
+
+    data = str(multilabel_run["data"])
+    cfg = TrainConfig(
+        out=str(tmp_path / "ml"), task="multilabel", method="kacl", class_data=[data],
+        seg_data=[data], classes=list(FINDINGS), image_size=32, widths=[8, 16, 16, 32, 32],
+        batch_size=4, steps=3, val_every=3, labeled_class=24,
+    )  # fmt: skip
+    run = train(cfg)
+    log = (run / "train_log.csv").read_text().splitlines()
+    assert "loss_contrastive" in log[0] and len(log) == 4
