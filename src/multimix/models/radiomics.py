@@ -1,9 +1,10 @@
 """Radiomic features of image regions, batched in torch, with PyRadiomics' definitions.
 
 ``radiomic_features(images, masks)`` computes, for every image of a batch and the region its
-mask marks, the features below at once (no loop over images): a few hundred 128 px regions a
-second on two CPU cores, against a few a second for PyRadiomics, which takes one image at a
-time (the figures are in ``benchmarks/results/radiomics_speed.json``). It is not differentiable
+mask marks, the features below at once (no loop over images), on the device the batch is on.
+On two shared CPU cores this is about as fast as PyRadiomics, which takes one image at a time
+(about 100 images/s each for 128 px lung regions: ``benchmarks/results/radiomics_speed.json``);
+what it saves is the round trip to numpy/SimpleITK inside a training step. It is not differentiable
 (the discretisation and the sort are not), and does not need to be: the method that uses it
 (``methods/kacl.py``) treats the features as a fixed description of a region.
 
