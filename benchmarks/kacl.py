@@ -107,7 +107,8 @@ def phantom_run(args, method: str, seed: int, train: Path, test: Path) -> dict:
         log = run.parent / f"{run.name}.log"
         start = time.time()
         cmd = ["train", "--out", run, "--task", "multilabel", "--method", method]
-        cmd += ["--classes", FINDINGS, "--class-data", train, "--labeled-class", args.phantom_labels]
+        cmd += ["--classes", FINDINGS, "--class-data", train]
+        cmd += ["--labeled-class", args.phantom_labels]
         cmd += ["--image-size", args.phantom_size, "--test-fraction", 0, "--seed", seed]
         cmd += ["--max-minutes", args.phantom_minutes, "--clock", "cpu", "--threads", 1]
         cmd += ["--val-every", args.val_every, "--batch-size", 16]

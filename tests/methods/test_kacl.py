@@ -143,3 +143,66 @@ def test_kacl_trains_on_the_multilabel_task(tmp_path, multilabel_run):
     run = train(cfg)
     log = (run / "train_log.csv").read_text().splitlines()
     assert "loss_contrastive" in log[0] and len(log) == 4
+    # Localization from the trained model: no localization head, so boxes and zones come from
+    # its classifier's CAM, scored on the held-out images that have boxes.
+    from multimix.pipelines.evaluate import evaluate_run
+
+    metrics, _ = evaluate_run(run, [data])
+    loc = next(iter(metrics["sources"].values()))["localization"]
+    assert loc["cam"] == "classifier_cam" and loc["n_boxes"] > 0
+    for t in ("0.1", "0.2", "0.3", "0.4", "0.5"):
+        assert 0.0 <= loc["box_iou_hit"][t] <= 1.0
+    assert 0.0 <= loc["zone_accuracy"] <= 1.0
+
+
+def test_predict_writes_the_cam_region_and_its_radiomics(tmp_path, phantom_dirs):
+    import csv
+
+    from PIL import Image
+
+    from multimix.data.io import read_image, resize_image
+    from multimix.engine.evaluate import load_run
+    from multimix.models.radiomics import FEATURES, radiomic_features
+    from multimix.pipelines.predict import predict_paths
+    from multimix.pipelines.regions import REGION_RGB, region_at
+
+    cfg = _cfg(tmp_path / "run", phantom_dirs)
+    cfg.steps, cfg.val_every = 2, 2
+    run = train(cfg)
+    images = sorted((phantom_dirs["cls"] / "images").iterdir())[:3]
+    out = tmp_path / "pred"
+    summary = predict_paths(run, images, out, explain=["gradcam"])
+    assert summary.n_ok == 3 and any("CAM region" in n for n in summary.notes)
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [k for k in FEATURES if f"cam_region_{k}" not in rows[0]] == []
+    _, model = load_run(run)
+    model.eval()
+    x = torch.stack([torch.from_numpy(resize_image(read_image(p), 32)) for p in images])[:, None]
+    with torch.no_grad():
+        feats = model.encode(x)
+    masks = cam_regions(model.classifier, feats, (32, 32), 0.5)  # the method's default
+    expected = radiomic_features(x[:, 0] * 255, masks, bin_count=16)  # its default bins
+    for i, row in enumerate(rows):
+        for k in FEATURES:
+            assert float(row[f"cam_region_{k}"]) == pytest.approx(
+                float(expected[k][i]), rel=1e-5, abs=1e-6
+            ), k
+        # The drawn outline is the region's border at the image's own size.
+        drawn = (np.asarray(Image.open(out / row["cam_region_path"])) == REGION_RGB).all(-1)
+        region = region_at(masks[i], drawn.shape)
+        assert drawn.any() and not (drawn & ~region).any()
+        assert float(row["cam_region_area_fraction"]) == pytest.approx(region.mean(), abs=1e-6)
+    assert "cam_region_area_fraction" not in _predicted_header(tmp_path, phantom_dirs)
+
+
+def _predicted_header(tmp_path, phantom_dirs) -> list[str]:
+    """predictions.csv's columns for a run of a method without regions (enc)."""
+    from multimix.pipelines.predict import predict_paths
+
+    cfg = _cfg(tmp_path / "enc", phantom_dirs)
+    cfg.method, cfg.method_options, cfg.steps, cfg.val_every = "enc", {}, 1, 1
+    run = train(cfg)
+    out = tmp_path / "enc-pred"
+    predict_paths(run, sorted((phantom_dirs["cls"] / "images").iterdir())[:1], out)
+    assert not (out / "regions").exists()
+    return (out / "predictions.csv").read_text().splitlines()[0].split(",")

@@ -31,10 +31,10 @@ from torch import nn
 
 from multimix.core.batch import LABELED, UNLABELED, Batch, Stream
 from multimix.core.errors import ConfigError
-from multimix.methods.base import Method, register
+from multimix.methods.base import Method, Regions, register
 from multimix.methods.losses import nt_xent
 from multimix.models.heads import classifier_cam
-from multimix.models.radiomics import FEATURES, feature_matrix
+from multimix.models.radiomics import FEATURES, feature_matrix, radiomic_features
 
 GREY_SCALE = 255.0  # images are [0, 1]; radiomics see 8-bit grey values as PyRadiomics would
 
@@ -203,6 +203,22 @@ class KACL(Method):
             "loss": total.item(),
         }
         return total, logs
+
+    def regions(self, model: nn.Module, x: torch.Tensor) -> Regions:
+        """The CAM region each image is contrasted on and its radiomic features: what the
+        image embedding was pulled towards, so a reader can check where and what it is."""
+        o = self.options
+        with torch.no_grad():
+            feats = model.encode(x)
+        masks = cam_regions(model.classifier, feats[-1:], x.shape[-2:], o.cam_threshold)
+        found = radiomic_features(x[:, 0].float() * GREY_SCALE, masks, bin_count=o.bins)
+        values = [{k: float(found[k][i]) for k in FEATURES} for i in range(len(x))]
+        caption = (
+            f"CAM region: where the class activation map of the top class is at or above "
+            f"{o.cam_threshold:g} of its range; radiomics of the image there ({o.bins} grey "
+            f"levels, grey values 0-255)"
+        )
+        return Regions("cam_region", caption, masks.cpu(), values)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
