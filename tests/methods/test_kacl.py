@@ -206,3 +206,34 @@ def _predicted_header(tmp_path, phantom_dirs) -> list[str]:
     predict_paths(run, sorted((phantom_dirs["cls"] / "images").iterdir())[:1], out)
     assert not (out / "regions").exists()
     return (out / "predictions.csv").read_text().splitlines()[0].split(",")
+
+
+def test_report_shows_the_cam_region_and_its_radiomics(tmp_path, phantom_dirs):
+    import re
+
+    from typer.testing import CliRunner
+
+    from multimix.cli.app import app
+    from multimix.models.radiomics import FEATURES
+
+    cfg = _cfg(tmp_path / "run", phantom_dirs)
+    cfg.steps, cfg.val_every = 2, 2
+    run = train(cfg)
+    report = tmp_path / "report"
+    args = ["evaluate", run, "--data", phantom_dirs["cls"], "--out", tmp_path / "m.json",
+            "--report", report]  # fmt: skip
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    page = (report / "report.html").read_text(encoding="utf-8")
+    assert "Blue outline: the region the method judged the image on." in page
+    table = page.split("<th>region value</th>")[1].split("</table>")[0]
+    rows = {
+        cells[0]: cells[1:]
+        for cells in (re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in table.split("<tr>"))
+        if cells
+    }
+    assert list(rows) == list(FEATURES)
+    areas = [float(v) for v in rows["area"]]
+    assert areas and all(0 < a <= 32 * 32 for a in areas)
+    pairs = zip(rows["minimum"], rows["maximum"], strict=True)
+    assert all(float(lo) <= float(hi) for lo, hi in pairs)
