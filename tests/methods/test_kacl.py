@@ -51,14 +51,11 @@ def _phantom_batch(count: int, seed: int, size: int = 64):
     )  # fmt: skip
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="not yet true: at 64 px the last feature map is 4x4 and, after 100 steps (test "
-    "accuracy 0.88), its thresholded CAM put 7% of its pixels on opacity against 15% for a "
-    "random region of the lungs; a finer CAM level is left to do",
-)
-def test_cam_region_of_a_trained_phantom_model_overlaps_the_opacity():
+@pytest.fixture(scope="module")
+def trained_phantom_cam():
+    """A small classifier trained 100 steps on phantom pairs (the same patient normal and with
+    opacities), and on 12 unseen pairs: how it ranks each pair, its CAM regions of the sick
+    twins, their opacities and lungs."""
     torch.manual_seed(0)
     x, y, _, _ = _phantom_batch(48, seed=7)
     model = MultiMixNet(ModelConfig(widths=(8, 16, 16, 32, 32), bridge=False, dropout=0.0))
@@ -73,20 +70,48 @@ def test_cam_region_of_a_trained_phantom_model_overlaps_the_opacity():
     xt, yt, truth, lungs = _phantom_batch(12, seed=8)
     sick = yt == 1
     with torch.no_grad():
-        feats = model.encode(xt[sick])
-        accuracy = (model.classify(model.encode(xt)).argmax(1) == yt).float().mean()
-    region = cam_regions(model.classifier, feats, (64, 64), 0.5)
-    opacity = truth[sick]
-    hit = (region & opacity).sum((1, 2)) / region.sum((1, 2))  # share of the region on opacity
+        feats = model.encode(xt)
+        logits = model.classify(feats)
+    margin = logits[:, 1] - logits[:, 0]
+    ranked = (margin[sick] > margin[~sick]).float().mean()  # each sick twin above its normal
+    region = cam_regions(model.classifier, [f[sick] for f in feats], (64, 64), 0.5)
+    return ranked, region, truth[sick], lungs[sick]
+
+
+def _share_on_opacity(region, opacity, lungs) -> tuple[float, float]:
+    """Mean share of the region's pixels on opacity, and the same for as many pixels drawn at
+    random inside the lungs (the chance level: opacities lie in the lungs)."""
+    hit = (region & opacity).sum((1, 2)) / region.sum((1, 2)).clamp_min(1)
     g = torch.Generator().manual_seed(1)
-    chance = []  # the same number of pixels drawn at random inside the lungs
-    for r, o, lung in zip(region, opacity, lungs[sick], strict=True):
+    chance = []
+    for r, o, lung in zip(region, opacity, lungs, strict=True):
         inside = lung.flatten().nonzero()[:, 0]
         pick = inside[torch.randperm(len(inside), generator=g)[: int(r.sum())]]
         chance.append(o.flatten()[pick].float().mean())
-    chance = torch.stack(chance)
-    assert accuracy > 0.8
-    assert hit.mean() > 1.5 * chance.mean(), (hit.mean(), chance.mean())
+    return float(hit.mean()), float(torch.stack(chance).mean())
+
+
+def test_cam_region_inside_the_lungs_overlaps_the_opacity_more_than_chance(trained_phantom_cam):
+    """Here 0.190 of the in-lung region lies on opacity against 0.146 at random (1.29x), and
+    every sick twin ranks above its normal one. Over seeds 0-2 and 100-200 steps: 0.17-0.22
+    against 0.146-0.151, 1.13-1.45x; the 1.1x asked is below every one of them."""
+    ranked, region, opacity, lungs = trained_phantom_cam
+    assert ranked >= 0.75  # it learnt the opacity: most sick twins score above their normal one
+    hit, chance = _share_on_opacity(region & lungs, opacity, lungs)
+    assert hit > 1.1 * chance, (hit, chance)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured false: at 64 px the last feature map is 4x4, and the thresholded CAM over "
+    "the whole image spills below and beside the lungs: 5-8% of its pixels on opacity against "
+    "15% for a random region of the lungs (seeds 0-2, 100-200 steps; Grad-CAM at the 16x16 or "
+    "8x8 level and 96 px did no better); inside the lungs it is above chance (test above)",
+)
+def test_cam_region_over_the_whole_image_overlaps_the_opacity(trained_phantom_cam):
+    _, region, opacity, lungs = trained_phantom_cam
+    hit, chance = _share_on_opacity(region, opacity, lungs)
+    assert hit > chance, (hit, chance)
 
 
 def _cfg(out, phantom_dirs, **kw) -> TrainConfig:
