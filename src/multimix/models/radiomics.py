@@ -2,9 +2,9 @@
 
 ``radiomic_features(images, masks)`` computes, for every image of a batch and the region its
 mask marks, the features below at once (no loop over images), on the device the batch is on.
-On two shared CPU cores this is about as fast as PyRadiomics, which takes one image at a time
-(about 100 images/s each for 128 px lung regions: ``benchmarks/results/radiomics_speed.json``);
-what it saves is the round trip to numpy/SimpleITK inside a training step. It is not differentiable
+On one CPU thread it is a few times faster than PyRadiomics, which takes one image at a time
+(``benchmarks/results/radiomics_speed.json``, in process CPU time), and it saves the round trip
+to numpy/SimpleITK inside a training step. It is not differentiable
 (the discretisation and the sort are not), and does not need to be: the method that uses it
 (``methods/kacl.py``) treats the features as a fixed description of a region.
 
