@@ -141,6 +141,67 @@ def phantom_run(args, method: str, seed: int, train: Path, test: Path) -> dict:
     }  # fmt: skip
 
 
+def region_cost(args, repeats: int = 5) -> dict:
+    """CPU seconds (this process, one thread) of one kacl step's parts at ``--image-size`` on
+    kermany-sized batches (8 labeled + 8 unlabeled, default widths): the network's forward
+    and backward over the three views, and the CAM regions + radiomics of the 16 weak views
+    that ``every`` = N skips on N - 1 steps of N for images it has seen."""
+    import torch
+
+    from multimix.core.batch import LABELED, UNLABELED, Batch, Draw
+    from multimix.methods.base import get_method
+    from multimix.methods.kacl import GREY_SCALE, cam_regions
+    from multimix.models.net import ModelConfig, MultiMixNet
+    from multimix.models.radiomics import feature_matrix
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    size = args.image_size
+    model = MultiMixNet(ModelConfig(bridge=False)).to(memory_format=torch.channels_last)
+    method = get_method("kacl")
+    method.modules = method.setup(model)
+    g = torch.Generator().manual_seed(0)
+    lab = torch.rand(8, 1, size, size, generator=g)
+    unl = torch.rand(8, 1, size, size, generator=g)
+    batch = Batch(
+        {
+            LABELED: Draw.of(weak=lab, targets=torch.randint(0, 2, (8,), generator=g)),
+            UNLABELED: Draw.of(weak=unl, strong=unl.flip(-1)),
+        }
+    )
+    batch[UNLABELED].rows += 8
+
+    def clock(fn) -> float:
+        fn()  # warm-up
+        start = time.process_time()
+        for _ in range(repeats):
+            fn()
+        return (time.process_time() - start) / repeats
+
+    def step() -> None:
+        loss, _ = method.loss(model, batch, 0)
+        loss.backward()
+
+    x = torch.cat([lab, unl])
+
+    def regions() -> None:
+        with torch.no_grad():
+            feats = model.encode(x)  # the step has these already; subtracted below
+            region = cam_regions(model.classifier, feats[-1:], x.shape[-2:], 0.5)
+            feature_matrix(x[:, 0] * GREY_SCALE, region, bin_count=16)
+
+    def encode_only() -> None:
+        with torch.no_grad():
+            model.encode(x)
+
+    full, with_regions, encode = clock(step), clock(regions), clock(encode_only)
+    part = max(with_regions - encode, 0.0)
+    return {
+        "image_size": size, "step_cpu_s": round(full, 4), "regions_cpu_s": round(part, 4),
+        "regions_share_of_step": round(part / full, 4),
+    }  # fmt: skip
+
+
 KERMANY_KEYS = ("steps", "regions_computed", "kermany_auc", "kermany_accuracy")
 KERMANY_KEYS += ("covid_auc", "covid_accuracy")
 PHANTOM_KEYS = ("steps", "mean_auc", *(f"box_hit_{t}" for t in IOUS), "zone_accuracy")
@@ -193,7 +254,7 @@ def main() -> None:
     parser.add_argument("--phantom-train", type=int, default=400)
     parser.add_argument("--phantom-test", type=int, default=200)
     parser.add_argument("--phantom-labels", default="100")
-    parser.add_argument("--parts", default="kermany,every,phantoms")
+    parser.add_argument("--parts", default="kermany,every,phantoms,cost")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -217,6 +278,8 @@ def main() -> None:
     }
     settings = {k: str(v) for k, v in vars(args).items()}
     record = {"settings": settings, "summary": summ, "results": results}
+    if "cost" in parts:
+        record["region_cost"] = region_cost(args)
     (args.out / "kacl.json").write_text(json.dumps(record, indent=1) + "\n")
     md = "## kermany_pneumonia (and covid_ieee8023 cross-domain)\n\n"
     md += table(summ["kermany"], KERMANY_KEYS,
@@ -225,6 +288,13 @@ def main() -> None:
     md += "\n## Multi-label phantoms with boxes (boxes and zones from the classifier's CAM)\n\n"
     md += table(summ["phantoms"], PHANTOM_KEYS,
                 ["steps", "mean AUC", *(f"box hit @{t}" for t in IOUS), "zone acc"])  # fmt: skip
+    if "region_cost" in record:
+        c = record["region_cost"]
+        md += (
+            f"\nCAM regions + radiomics of a step's 16 weak views at {c['image_size']} px: "
+            f"{c['regions_cpu_s']:.3f} CPU s of a {c['step_cpu_s']:.3f} CPU s step "
+            f"({100 * c['regions_share_of_step']:.0f}%, one thread).\n"
+        )
     (args.out / "kacl.md").write_text(md)
     print(md)
 
