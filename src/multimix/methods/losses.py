@@ -71,3 +71,22 @@ def multilabel_pseudo_label_loss(
         strong_logits, present.to(strong_logits.dtype), reduction="none"
     )
     return (loss * keep.to(loss.dtype)).mean(), keep
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """NT-Xent (SimCLR's normalised-temperature cross-entropy) between paired embeddings.
+
+    ``a[k]`` and ``b[k]`` (N, D) are two embeddings of image ``k`` (here: of its pixels and of
+    its region's radiomics). Every embedding must pick its partner out of the other 2N - 2 of
+    the batch, by cosine similarity over ``temperature``; the loss is the mean cross-entropy of
+    those 2N choices. It is lowest when each pair is closer than any non-pair, and rises when
+    the pairs are shuffled. With one pair there is nothing to tell apart: 0.
+    """
+    n = a.shape[0]
+    if n < 2:
+        return (a.sum() + b.sum()) * 0.0
+    z = F.normalize(torch.cat([a, b]).float(), dim=1)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, partner)

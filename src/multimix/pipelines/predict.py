@@ -33,6 +33,7 @@ from multimix.data.io import (
 )
 from multimix.engine.precision import precision_context, resolve_precision
 from multimix.models.postprocess import apply_plan, read_plan
+from multimix.pipelines.regions import RegionOutput
 from multimix.tasks.base import PredictionOutput, Task, task_of_run
 
 __all__ = ["OVERLAY_MAX_SIDE", "PredictSummary", "collect_inputs", "predict_paths"]
@@ -58,7 +59,7 @@ class PredictSummary:
         return len(self.failures)
 
 
-_OUTPUT_DIRS = ("masks", "overlays", "explanations")  # what predict writes into --out
+_OUTPUT_DIRS = ("masks", "overlays", "explanations", "regions")  # what predict writes into --out
 _SHOWN = 5
 
 
@@ -217,6 +218,9 @@ def predict_paths(
     localization head; its maps go to ``explanations/<method>/<finding>/<name>.png`` (see
     :mod:`multimix.tasks.findings_output`).
 
+    A run whose method judges images on a region of them (``kacl``) also writes
+    ``regions/<name>.png`` and that region's columns (:mod:`multimix.pipelines.regions`).
+
     Raises:
         ConfigError: an unknown explanation method or a batch size below 1.
         DataError: an input folder without images.
@@ -254,6 +258,7 @@ def predict_paths(
     model, features = _adapt_and_measure(Path(run), model, paths, cfg.image_size, dev, adapt)
     summary.notes += features
     summary.notes += output.notes
+    regions = RegionOutput.of_run(cfg, task)  # the method's own per-image outputs, if any
     explain_dirs = output.explain_folders(methods)
     out = Path(out)
     folders = ["masks", "overlays", *explain_dirs]
@@ -283,12 +288,14 @@ def predict_paths(
             if batch:
                 rows += _predict_batch(
                     model, batch, cfg.image_size, classes, structures, methods, dev, out,
-                    task, output, plan, precision,
+                    task, output, regions, plan, precision,
                 )  # fmt: skip
                 summary.n_ok += len(batch)
             advance(min(batch_size, len(paths) - start))
 
     header = ["image", *output.header(), *_mask_header(structures), *output.trailing_header()]
+    header += regions.header()
+    summary.notes += sorted(regions.captions)
     atomic_write_text(out / "predictions.csv", _csv([header, *rows]))
     failures_csv = out / "failures.csv"
     if summary.failures:
@@ -354,6 +361,7 @@ def _predict_batch(
     out: Path,
     task: Task,
     output: PredictionOutput,
+    regions: RegionOutput,
     plan: dict | None = None,
     precision: str = "fp32",
 ) -> list[list[str]]:
@@ -373,6 +381,7 @@ def _predict_batch(
     decided = output.batch(probs, result, mask_probs)
     pairs = decided.pairs
     maps = {m: _explain_pairs(model, x, pairs, m, explain_map) for m in methods}
+    found = regions.batch(model, x)
 
     rows = []
     for i, (path, name, image) in enumerate(batch):
@@ -388,7 +397,8 @@ def _predict_batch(
                 folder = out / "explanations" / method
                 folder = folder if finding is None else folder / classes[finding]
                 write_png(folder / f"{name}.png", heat)
-        rows.append([str(path), *cells, *mask_cells, *decided.trailing[i]])
+        extra = regions.write(out, name, image, found, i) if found is not None else []
+        rows.append([str(path), *cells, *mask_cells, *decided.trailing[i], *extra])
     return rows
 
 
