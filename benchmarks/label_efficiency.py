@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-METHODS = ("unet", "enc", "encssl", "umtl", "umtls", "multimix")
-USES_CLASS = {"enc", "encssl", "umtl", "umtls", "multimix"}
-USES_MASKS = {"unet", "umtl", "umtls", "multimix"}
+METHODS = ("unet", "enc", "encssl", "umtl", "umtls", "multimix-paper", "multimix")
+USES_CLASS = {"enc", "encssl", "umtl", "umtls", "multimix-paper", "multimix"}
+USES_MASKS = {"unet", "umtl", "umtls", "multimix-paper", "multimix"}
 LABEL_MAP = "covid=pneumonia,ards=pneumonia"
 
 
-def run_key(method: str, n_cls: str, n_seg: str) -> str:
-    return f"{method}-c{n_cls}-m{n_seg}"
+def run_key(method: str, n_cls: str, n_seg: str, seed: int = 0) -> str:
+    return f"{method}-c{n_cls}-m{n_seg}" + (f"-s{seed}" if seed else "")
 
 
 def configurations(methods, class_counts, mask_counts):
@@ -43,96 +45,177 @@ def multimix(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def run_one(args, method: str, n_cls: str, n_seg: str) -> dict:
+def phantoms(out: Path, size: int) -> dict[str, Path]:
+    """Cross-domain phantom sources (written once): adult and pediatric style, with masks."""
+    from multimix.data.phantom import write_source
+
+    folders = {}
+    for style, seed in (("adult", 101), ("pediatric", 102)):
+        root = out / "phantoms" / style
+        if not (root / "labels.csv").exists():
+            write_source(root, count=80, seed=seed, size=size, mask_fraction=1.0, style=style)
+        folders[style] = root
+    return folders
+
+
+def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
+    """Train (or resume, or reuse) one run, then evaluate it plainly and with --adapt."""
     kermany, covid = args.data / "kermany_pneumonia", args.data / "covid_ieee8023"
-    run = args.out / "runs" / run_key(method, n_cls, n_seg)
-    metrics_path = run / "test_metrics.json"
-    if not metrics_path.exists():
+    ph = phantoms(args.out, args.image_size)
+    run = args.out / "runs" / run_key(method, n_cls, n_seg, seed)
+    plain, adapted = run / "test_metrics.json", run / "adapt_metrics.json"
+    if not adapted.exists():
         start = time.time()
-        if (run / "checkpoints" / "last.safetensors").exists():
+        if (run / "checkpoints" / "last.safetensors").exists() and not (
+            run / "shift_reference.json"
+        ).exists():
             multimix("train", "--resume", run)
-        else:
+        elif not (run / "shift_reference.json").exists():
             train = ["train", "--out", run, "--method", method, "--image-size", args.image_size]
-            train += ["--max-minutes", args.minutes, "--seed", args.seed, "--label-map", LABEL_MAP]
-            train += ["--val-every", args.val_every]
+            train += ["--max-minutes", args.minutes, "--seed", seed, "--label-map", LABEL_MAP]
+            train += ["--val-every", args.val_every, "--clock", args.clock]
+            if args.threads:
+                train += ["--threads", args.threads]
             # Both sources in their roles for every method (a count of 0 where the method
             # ignores that label kind), so every run has the same patient-grouped split.
             train += ["--class-data", kermany, "--labeled-class", n_cls]
             train += ["--seg-data", covid, "--labeled-seg", n_seg]
             multimix(*train)
-        multimix("evaluate", run, "--data", kermany, "--data", covid, "--out", metrics_path)
+        sources = [
+            "--data",
+            kermany,
+            "--data",
+            covid,
+            "--data",
+            ph["adult"],
+            "--data",
+            ph["pediatric"],
+        ]
+        multimix("evaluate", run, *sources, "--out", plain)
+        multimix("evaluate", run, *sources[2:], "--out", adapted, "--adapt")
         print(f"{run.name}: {time.time() - start:.0f} s", flush=True)
-    metrics = json.loads(metrics_path.read_text())["sources"]
+    metrics = json.loads(plain.read_text())["sources"]
+    adapt = json.loads(adapted.read_text())["sources"]
     steps = sum(1 for _ in (run / "train_log.csv").open()) - 1
-    return {"method": method, "class_labels": n_cls, "masks": n_seg, "steps": steps, **metrics}
+    return {
+        "method": method, "class_labels": n_cls, "masks": n_seg, "seed": seed, "steps": steps,
+        **metrics, "adapted": adapt,
+    }  # fmt: skip
 
 
 def cell(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table(results: list[dict], class_counts, mask_counts) -> str:
-    """One row per run; a method that ignores class labels or masks has one run for all of them."""
-    head = (
-        "| method | class labels | masks | steps | pneumonia acc | pneumonia AUC | covid-set acc "
-        "| lung Dice | lung HD95 (px) |\n|---|---|---|---|---|---|---|---|---|\n"
-    )
-    index = {(r["method"], r["class_labels"], r["masks"]): r for r in results}
-    lines, seen = [], set()
-    for method in METHODS:
-        for n_cls in class_counts:
-            for n_seg in mask_counts:
-                key = (
-                    method,
-                    n_cls if method in USES_CLASS else "0",
-                    n_seg if method in USES_MASKS else "0",
-                )
-                r = index.get(key)
-                if r is None or key in seen:
-                    continue
-                seen.add(key)
-                k = r.get("kermany_pneumonia", {}).get("classification", {})
-                c = r.get("covid_ieee8023", {})
-                cc, seg = c.get("classification", {}), c.get("segmentation", {})
-                if method not in USES_CLASS:
-                    k, cc = {}, {}
-                if method not in USES_MASKS:
-                    seg = {}
-                lines.append(
-                    f"| {method} | {n_cls if method in USES_CLASS else '-'} "
-                    f"| {n_seg if method in USES_MASKS else '-'} | {r['steps']} "
-                    f"| {cell(k.get('accuracy'))} | {cell(k.get('auc'))} "
-                    f"| {cell(cc.get('accuracy'))} | {cell(seg.get('dice'))} "
-                    f"| {cell(seg.get('hd95'), 1)} |"
-                )
-    return head + "\n".join(lines) + "\n"
+def figures(r: dict) -> dict[str, float | None]:
+    """The table's figures of one run (None where the method has no such output)."""
+
+    def get(block: dict, *keys):
+        for key in keys:
+            block = (block or {}).get(key)
+        return block
+
+    cls, seg = r["method"] in USES_CLASS, r["method"] in USES_MASKS
+    kp, cv = "kermany_pneumonia", "covid_ieee8023"
+    ph_ad, ph_ped = "adult", "pediatric"
+    a = r["adapted"]
+    return {
+        "steps": r["steps"],
+        "pneu_acc": get(r, kp, "classification", "accuracy") if cls else None,
+        "pneu_auc": get(r, kp, "classification", "auc") if cls else None,
+        "covid_acc": get(r, cv, "classification", "accuracy") if cls else None,
+        "covid_normal": get(r, cv, *NORMAL_RECALL) if cls else None,
+        "covid_normal_adapt": get(a, cv, *NORMAL_RECALL) if cls else None,
+        "phantom_adult_acc": get(r, ph_ad, "classification", "accuracy") if cls else None,
+        "phantom_adult_acc_adapt": get(a, ph_ad, "classification", "accuracy") if cls else None,
+        "lung_dice": get(r, cv, "segmentation", "dice") if seg else None,
+        "ped_dice": get(r, ph_ped, "segmentation", "dice") if seg else None,
+        "ped_dice_adapt": get(a, ph_ped, "segmentation", "dice") if seg else None,
+        "shift_covid": get(r, cv, "shift", "outside_share"),
+        "shift_ped": get(r, ph_ped, "shift", "outside_share"),
+    }  # fmt: skip
+
+
+NORMAL_RECALL = ("classification", "per_class", "normal", "recall")
+COLUMNS = (
+    ("steps", "steps"), ("pneu_acc", "pneumonia acc"), ("pneu_auc", "pneumonia AUC"),
+    ("covid_acc", "covid-set acc"), ("covid_normal", "adult normals called normal"),
+    ("covid_normal_adapt", "same, --adapt"), ("phantom_adult_acc", "adult phantoms acc"),
+    ("phantom_adult_acc_adapt", "same, --adapt"), ("lung_dice", "lung Dice (covid test)"),
+    ("ped_dice", "lung Dice, pediatric phantoms"), ("ped_dice_adapt", "same, --adapt"),
+    ("shift_covid", "shift: covid test"), ("shift_ped", "shift: pediatric phantoms"),
+)  # fmt: skip
+
+
+def table(results: list[dict]) -> str:
+    """One row per (method, labels, masks): the mean ± sd over its seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["method"], r["class_labels"], r["masks"]), []).append(figures(r))
+    head = "| method | class labels | masks | seeds | " + " | ".join(c[1] for c in COLUMNS)
+    lines = [head + " |", "|" + "---|" * (4 + len(COLUMNS))]
+    for (method, n_cls, n_seg), rows in groups.items():
+        cells = []
+        for key, _ in COLUMNS:
+            values = [r[key] for r in rows if r[key] is not None]
+            if not values:
+                cells.append("-")
+            elif key == "steps":
+                cells.append(f"{statistics.mean(values):.0f}")
+            elif len(values) > 1:
+                cells.append(f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}")
+            else:
+                cells.append(cell(values[0]))
+        shown_cls = n_cls if method in USES_CLASS else "-"
+        shown_seg = n_seg if method in USES_MASKS else "-"
+        lines.append(
+            f"| {method} | {shown_cls} | {shown_seg} | {len(rows)} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--minutes", type=float, default=3.0, help="training budget per run")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training budget per run")
+    parser.add_argument("--clock", default="cpu", help="wall or cpu (fair on a shared machine)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per run (0: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0")
     parser.add_argument("--val-every", type=int, default=25)
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--class-labels", default="100,all")
-    parser.add_argument("--masks", default="10,all")
+    parser.add_argument("--methods", default="multimix,multimix-paper,unet,enc")
+    parser.add_argument("--class-labels", default="100")
+    parser.add_argument("--masks", default="10")
+    parser.add_argument("--name", default="label_efficiency", help="JSON/markdown file stem")
     args = parser.parse_args()
     class_counts, mask_counts = args.class_labels.split(","), args.masks.split(",")
-    results = [
-        run_one(args, *conf)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    confs = [
+        (*conf, seed)
+        for seed in seeds
         for conf in configurations(args.methods.split(","), class_counts, mask_counts)
     ]
+    phantoms(args.out, args.image_size)  # once, before runs start in parallel
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(lambda conf: run_one(args, *conf), confs))
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) for k, v in vars(args).items()}
-    (args.out / "label_efficiency.json").write_text(
+    settings["cpu"] = cpu_model()
+    (args.out / f"{args.name}.json").write_text(
         json.dumps({"settings": settings, "results": results}, indent=1)
     )
-    md = table(results, class_counts, mask_counts)
-    (args.out / "label_efficiency.md").write_text(md)
+    md = table(results)
+    (args.out / f"{args.name}.md").write_text(md)
     print(md)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,50 @@ import torch
 from multimix.data.phantom import write_source
 
 os.environ.setdefault("MULTIMIX_NO_REEXEC", "1")
+os.environ["MULTIMIX_PRECISION"] = "fp32"  # --precision auto: fp32, the recorded numerics
 torch.set_num_threads(2)
+
+
+def _numerics_state() -> dict[str, object]:
+    """The process-wide settings that change fp32 results (the thread count reorders
+    reductions) or the precision ``auto`` picks; the golden figures assume them unchanged."""
+    return {
+        "threads": torch.get_num_threads(),
+        "cpu autocast": torch.is_autocast_enabled("cpu"),
+        "cpu autocast dtype": torch.get_autocast_dtype("cpu"),
+        "float32 matmul precision": torch.get_float32_matmul_precision(),
+        "mkldnn enabled": torch.backends.mkldnn.enabled,
+        "cudnn benchmark": torch.backends.cudnn.benchmark,
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        **{k: os.environ.get(k) for k in ("MULTIMIX_PRECISION", "ONEDNN_DEFAULT_FPMATH_MODE")},
+    }
+
+
+_NUMERICS = _numerics_state()
+
+
+@pytest.fixture(autouse=True)
+def _numerics_unchanged():
+    """Fail the test that leaves a numerics setting changed, where it happened (rather than a
+    golden figure that moves several files later), and put the setting back."""
+    yield
+    after = _numerics_state()
+    if after != _NUMERICS:
+        changed = {k: (_NUMERICS[k], v) for k, v in after.items() if v != _NUMERICS[k]}
+        torch.set_num_threads(_NUMERICS["threads"])
+        torch.set_autocast_enabled("cpu", _NUMERICS["cpu autocast"])
+        torch.set_autocast_dtype("cpu", _NUMERICS["cpu autocast dtype"])
+        torch.set_float32_matmul_precision(_NUMERICS["float32 matmul precision"])
+        torch.backends.mkldnn.enabled = _NUMERICS["mkldnn enabled"]
+        torch.backends.cudnn.benchmark = _NUMERICS["cudnn benchmark"]
+        torch.use_deterministic_algorithms(_NUMERICS["deterministic algorithms"])
+        for key in ("MULTIMIX_PRECISION", "ONEDNN_DEFAULT_FPMATH_MODE"):
+            if _NUMERICS[key] is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = _NUMERICS[key]
+        pytest.fail(f"the test left process-wide numerics changed (before, after): {changed}")
+
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -98,3 +141,18 @@ def save_radiograph_dicom(path: Path, image, **attributes) -> Path:
     ds.PixelData = raw.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def joint_run(tmp_path_factory, phantom_dirs) -> Path:
+    """A 32 px ``multimix`` run on the adult phantoms (classes and masks), 24 steps."""
+    from multimix.config import TrainConfig
+    from multimix.engine.trainer import train
+
+    root = tmp_path_factory.mktemp("joint")
+    cfg = TrainConfig(
+        out=str(root / "run"), method="multimix", class_data=[str(phantom_dirs["cls"])],
+        seg_data=[str(phantom_dirs["seg"])], image_size=32, widths=[8, 16, 16, 32, 32],
+        batch_size=8, steps=24, val_every=12, seed=0,
+    )  # fmt: skip
+    return train(cfg)

@@ -77,6 +77,9 @@ class Prediction:
     thresholds: dict[str, float] | None = None
     explanations: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
+    region: str | None = None  # a method's region (kacl's CAM region): its name
+    region_mask: np.ndarray | None = field(default=None, repr=False)  # bool at the input size
+    region_values: dict[str, float] = field(default_factory=dict)  # what the method read there
     cells: list[str] = field(default_factory=list, repr=False)  # predictions.csv cells
     trailing: list[str] = field(default_factory=list, repr=False)
 
@@ -99,6 +102,19 @@ class Prediction:
             "area_fractions": {k: round(v, 6) for k, v in self.area_fractions.items()},
             "explained": {m: sorted(maps) for m, maps in self.explanations.items()},
             **({"extra": dict(self.extra)} if self.extra else {}),
+            **(
+                {
+                    "region": {
+                        "name": self.region,
+                        "area_fraction": round(float(self.region_mask.mean()), 6)
+                        if self.region_mask is not None
+                        else None,
+                        "values": {k: float(v) for k, v in self.region_values.items()},
+                    }
+                }
+                if self.region
+                else {}
+            ),
         }
 
     def to_json(self, indent: int | None = None) -> str:
@@ -198,10 +214,13 @@ class Model:
         device: str = "auto",
         backend: str = "torch",
         onnx_path: str | Path | None = None,
+        precision: str = "fp32",
     ) -> None:
         from multimix.engine.evaluate import load_run
+        from multimix.engine.precision import resolve_precision
         from multimix.engine.runtime import select_device
-        from multimix.models.fusion import folded_for_inference
+        from multimix.models.postprocess import read_plan
+        from multimix.pipelines.regions import RegionOutput
         from multimix.tasks.base import task_of_run
 
         if checkpoint not in CHECKPOINTS:
@@ -218,15 +237,59 @@ class Model:
         self.structures = list(self.cfg.structures)
         self.image_size = int(self.cfg.image_size)
         self.task = task_of_run(self.cfg)
+        self.task.attach(self.run)  # what training chose after the fact (a temperature, ...)
         self.output = self.task.prediction_output(self.run, self.net, self.structures)
         self.notes: list[str] = list(self.output.notes)
+        self.plan = read_plan(self.run)  # the masks' post-processing chosen after training
+        self.precision = resolve_precision(precision, self.device)
         self.session = None
         self.onnx_path: Path | None = None
         if backend == "onnx":
             self.onnx_path = Path(onnx_path) if onnx_path else self.run / DEFAULT_ONNX
             self.session = _onnx_session(self.onnx_path)
+            self.regions = RegionOutput(None)  # a method's regions need the network
         else:
-            self.fast = folded_for_inference(self.net)  # same outputs, one pass less per conv
+            self.regions = RegionOutput.of_run(self.cfg, self.task)
+            self._refold()
+
+    def _refold(self) -> None:
+        from multimix.models.fusion import folded_for_inference
+
+        self.fast = folded_for_inference(self.net)  # same outputs, one pass less per conv
+
+    def prepare(self, images: Sequence[np.ndarray], adapt: bool = False) -> list[str]:
+        """Look at the images to be predicted before predicting them; notes back.
+
+        A run that kept a feature reference warns when they are unlike its training data
+        (``models.shift``); with ``adapt`` the batch-norm statistics are re-estimated on them
+        (``models.adapt``, no labels) and the model predicts with those from then on.
+        """
+        from multimix.data.io import resize_image
+        from multimix.models.adapt import adapt_batch_norm
+        from multimix.models.shift import pooled_features, read_reference, shift_score
+
+        if adapt and self.backend != "torch":
+            raise ConfigError("--adapt needs --backend torch: it re-fits the network's batch norm")
+        reference = read_reference(self.run)
+        if (not adapt and reference is None) or not images:
+            return []
+        size = self.image_size
+        x = torch.stack([torch.from_numpy(resize_image(img, size)) for img in images])[:, None]
+        notes = []
+        if reference is not None and len(x) >= 2:
+            shift = shift_score(pooled_features(self.net, x, self.device), reference)
+            if shift["warning"]:
+                notes.append(
+                    f"these images are unlike the training data ({shift['outside_share']:.0%} "
+                    "lie outside the range of its validation images): check the results"
+                    + ("" if adapt else ", or try --adapt")
+                )
+        if adapt:
+            self.net, adaptation = adapt_batch_norm(self.net, x, self.device)
+            self.net.eval()
+            self._refold()
+            notes.append(adaptation.describe())
+        return notes
 
     @property
     def thresholds(self) -> dict[str, float] | None:
@@ -283,11 +346,16 @@ class Model:
         names = list(names) if names is not None else [f"image-{i}" for i in range(len(images))]
         size = self.image_size
         x = torch.stack([torch.from_numpy(resize_image(img, size)) for img in images])[:, None]
+        from multimix.models.postprocess import apply_plan
+        from multimix.pipelines.regions import region_at
+
         result = self._forward(x)
         mask_probs = torch.sigmoid(result["mask_logits"].float()).cpu()
+        mask_probs = apply_plan(mask_probs, self.plan, self.structures)
         probs = self.task.probabilities(result["logits"]).cpu()
         decided = self.output.batch(probs, result, mask_probs)
         maps = {m: self._explain(x, decided.pairs, m) for m in methods}
+        found = self.regions.batch(self.net, x.to(self.device)) if self.session is None else None
         trailing_names = self.output.trailing_header()
         out = []
         for i, image in enumerate(images):
@@ -320,6 +388,9 @@ class Model:
                     thresholds=None if self.thresholds is None else dict(self.thresholds),
                     explanations=explanations,
                     extra=dict(zip(trailing_names, decided.trailing[i], strict=True)),
+                    region=found.name if found is not None else None,
+                    region_mask=region_at(found.masks[i], shape) if found is not None else None,
+                    region_values=dict(found.values[i]) if found is not None else {},
                     cells=list(decided.cells[i]),
                     trailing=list(decided.trailing[i]),
                 )
@@ -332,8 +403,12 @@ class Model:
             names = [o.name for o in self.session.get_outputs()]
             values = self.session.run(None, {"image": x.numpy().astype(np.float32)})
             return {n: torch.from_numpy(v) for n, v in zip(names, values, strict=True)}
+        from multimix.engine.precision import precision_context
+
         xd = x.to(self.device).contiguous(memory_format=torch.channels_last)
-        return {k: v.detach().cpu() for k, v in self.fast(xd).items()}
+        with precision_context(self.precision, self.device):  # the network only
+            out = self.fast(xd)
+        return {k: v.detach().float().cpu() for k, v in out.items()}
 
     def _explain(self, x: torch.Tensor, pairs: list, method: str) -> list[torch.Tensor]:
         """One map per (image, class) pair: the predicted class when the pair names none (the
@@ -409,6 +484,7 @@ def load(
     device: str = "auto",
     backend: str = "torch",
     onnx_path: str | Path | None = None,
+    precision: str = "fp32",
 ) -> Model:
     """The run in folder ``run`` (``best`` or ``last`` checkpoint), loaded once.
 
@@ -416,4 +492,4 @@ def load(
         CheckpointError: the run folder or its checkpoint cannot be loaded.
         ConfigError: an unknown checkpoint or backend, or a missing ONNX file.
     """
-    return Model(run, checkpoint, device, backend, onnx_path)
+    return Model(run, checkpoint, device, backend, onnx_path, precision)

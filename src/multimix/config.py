@@ -37,7 +37,9 @@ class TrainConfig:
         "structures": "Mask structures; none: the ones found in the --seg-data folders.",
         "steps": "Training steps (500 when neither this nor --max-minutes is given).",
         "max_minutes": "Time budget in minutes.",
+        "clock": "What --max-minutes counts: wall time, or cpu time this process used.",
         "device": "auto, cpu, cuda or cuda:N.",
+        "precision": "auto (bf16 where the hardware runs it faster), fp32 or bf16.",
         "widths": "Encoder channel widths per level.",
         "backbone": "Encoder (see: multimix backbones).",
         "task": "multiclass or multilabel (see: multimix tasks).",
@@ -61,8 +63,10 @@ class TrainConfig:
     image_size: int = 128
     steps: int | None = None
     max_minutes: float | None = None
+    clock: str = "wall"  # "cpu": process CPU time, so a budget holds on a shared machine
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # network arithmetic: auto, fp32 or bf16 (engine.precision)
     batch_size: int = 8
     unlabeled_ratio: int = 1
     lr: float = 2e-3
@@ -105,6 +109,8 @@ class TrainConfig:
             raise ConfigError("--steps must be at least 1")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError("--max-minutes must be positive")
+        if self.clock not in ("wall", "cpu"):
+            raise ConfigError(f"--clock must be wall or cpu, not {self.clock!r}")
         if self.image_size < 2 ** (len(self.widths) - 1) or self.image_size % 2 ** (
             len(self.widths) - 1
         ):
@@ -122,6 +128,8 @@ class TrainConfig:
             raise ConfigError("--val-fraction and --test-fraction must lie in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("--val-fraction plus --test-fraction must leave images to train on")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"unknown --precision {self.precision!r}; use auto, fp32 or bf16")
         check_policy(self.on_bad_input)
         backbone_class(self.backbone)  # unknown: a ConfigError naming the registered ones
 

@@ -99,7 +99,7 @@ def test_bench_rejects_bad_options_in_one_line(tmp_path, args, message):
 
 def _losses(straightforward: bool, train: bool) -> dict[str, float]:
     # Threshold 0 keeps every pseudo-label, so the pseudo-label term is not trivially zero.
-    method = get_method("multimix", LossWeights(threshold=0.0))
+    method = get_method("multimix-paper", LossWeights(threshold=0.0))
     setup = build(TINY, torch.device("cpu"))
     setup.model.train(train)
     batch = synthetic_batch(TINY).to(torch.device("cpu"))

@@ -73,3 +73,31 @@ def test_refuses_to_overwrite_a_run_and_needs_labels(tmp_path, phantom_dirs):
         Trainer(_cfg(tmp_path, phantom_dirs, "x", class_data=[], method="enc", steps=1))
     with pytest.raises(ConfigError, match="at least one"):
         TrainConfig(out="x", steps=1).validate()
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_counts_on_the_chosen_clock(tmp_path, phantom_dirs, monkeypatch, clock):
+    """--clock cpu reads process CPU time (a shared machine cannot shorten the run); wall reads
+    the wall clock. Each fake clock advances 30 s per reading, so a 1.5-minute budget ends
+    after a few steps on the chosen clock while the other clock stands still."""
+    import multimix.engine.trainer as trainer_module
+
+    ticks = {"n": 0.0}
+
+    def moving() -> float:
+        ticks["n"] += 30.0
+        return ticks["n"]
+
+    moving_name = "process_time" if clock == "cpu" else "perf_counter"
+    still_name = "perf_counter" if clock == "cpu" else "process_time"
+    monkeypatch.setattr(trainer_module.time, moving_name, moving)
+    monkeypatch.setattr(trainer_module.time, still_name, lambda: 0.0)
+    cfg = _cfg(tmp_path, phantom_dirs, clock, method="unet", max_minutes=1.5, clock=clock)
+    trainer = Trainer(cfg)
+    trainer.fit()
+    assert 1 <= trainer.step <= 4 and trainer.elapsed >= 90.0
+
+
+def test_unknown_clock_is_a_config_error(tmp_path, phantom_dirs):
+    with pytest.raises(ConfigError, match="--clock"):
+        Trainer(_cfg(tmp_path, phantom_dirs, "bad", clock="sundial"))

@@ -8,7 +8,7 @@ from multimix.core.errors import ConfigError
 from multimix.methods.base import available_methods, get_method
 from multimix.models.net import ModelConfig, MultiMixNet
 
-PAPER_ROWS = ("unet", "enc", "encssl", "umtl", "umtls", "multimix")
+PAPER_ROWS = ("unet", "enc", "encssl", "umtl", "umtls", "multimix-paper")
 
 
 def _batch(b=2, s=32) -> Batch:
@@ -47,12 +47,12 @@ def test_each_method_trains_the_parts_it_names(name):
     cls = any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.classifier.parameters())
     assert dec == method.trains_segmentation
     assert cls == (method.trains_classifier or "loss_pseudo" in logs)
-    assert ("loss_kl" in logs) == (name == "multimix")
-    assert ("loss_pseudo" in logs) == (name in ("encssl", "umtls", "multimix"))
+    assert ("loss_kl" in logs) == (name == "multimix-paper")
+    assert ("loss_pseudo" in logs) == (name in ("encssl", "umtls", "multimix-paper"))
 
 
-def test_multimix_runs_the_decoder_only_on_mask_streams():
-    method = get_method("multimix")
+def test_multimix_paper_runs_the_decoder_only_on_mask_streams():
+    method = get_method("multimix-paper")
     net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16)))
     seen = []
     net.decoder.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))

@@ -54,6 +54,7 @@ def test_report_shows_the_multilabel_table(evaluated):
     block = metrics["sources"]["ml"]
     section = _section(page, "ml")
     assert "<h3>Findings (multi-label)</h3>" in section
+    assert "region value" not in page  # its method judges images on no region of theirs
     assert "<h3>Classification</h3>" not in section
     for finding in FINDINGS:
         stats = block["multilabel"]["per_finding"][finding]

@@ -63,6 +63,7 @@ BadInputOption = Annotated[
         "RUN/skipped.csv, or in metrics.json for evaluate). All are checked before step 1.",
     ),
 ]
+PRECISION_HELP = "auto (bf16 where the hardware runs it faster), fp32 or bf16."
 
 
 def _train(
@@ -111,8 +112,7 @@ def _train_options():
     from multimix.methods.base import METHODS
     from multimix.tasks import TASKS
 
-    methods = {key.split("/", 1)[1]: cls for key, cls in METHODS.items()}
-    return option_table(TrainConfig, methods, dict(TASKS.items()))
+    return option_table(TrainConfig, dict(METHODS.items()), dict(TASKS.items()))
 
 
 TRAIN_OPTIONS = _train_options()
@@ -169,6 +169,11 @@ def evaluate(
         int, typer.Option(help="Images per source for the explanation metrics.")
     ] = 32,
     on_bad_input: BadInputOption = "error",
+    adapt: Annotated[
+        bool,
+        typer.Option(help="Re-estimate batch-norm statistics on each source first (no labels)."),
+    ] = False,
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
 ) -> None:
     """Metrics per source, on images the run never trained on."""
     from multimix.core.atomic import atomic_write_text
@@ -194,10 +199,26 @@ def evaluate(
         explain=list(parse_list(explain)),
         explain_samples=explain_samples,
         on_bad_input=on_bad_input,
+        adapt=adapt,
+        precision=precision,
     )
     atomic_write_text(out, json.dumps(metrics, indent=2))
     typer.echo(f"metrics written to {out}")
     _print_summary(metrics)
+    for name, block in metrics["sources"].items():
+        if "adapted" in block:
+            a = block["adapted"]
+            typer.echo(
+                f"{name}: --adapt re-estimated {a['batch_norm_layers']} batch-norm layers "
+                f"on its {a['images']} images (no labels used)"
+            )
+        shift = block.get("shift") or {}
+        if shift.get("warning"):
+            typer.echo(
+                f"warning: {name} is unlike the training data ({shift['outside_share']:.0%} "
+                "of its images lie outside the range of the validation images)"
+                + ("" if "adapted" in block else "; consider --adapt")
+            )
     if on_bad_input == "skip":
         from multimix.data.bad_inputs import BadInputs
 
@@ -258,6 +279,11 @@ def predict(
     dicom_seg: Annotated[
         bool, typer.Option(help="DICOM inputs: also a DICOM SEG of the masks + findings JSON.")
     ] = False,
+    adapt: Annotated[
+        bool,
+        typer.Option(help="Re-estimate batch-norm statistics on these images first (no labels)."),
+    ] = False,
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
 ) -> None:
     """Masks, overlays and class probabilities (optionally explanation maps) for new images."""
     from multimix.data.labels import parse_list
@@ -266,6 +292,8 @@ def predict(
     summary = predict_paths(
         run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device,
         backend=backend, onnx_path=onnx, dicom_seg=dicom_seg, checkpoint=checkpoint,
+        adapt=adapt,
+        precision=precision,
     )  # fmt: skip
     for note in summary.notes:
         typer.echo(f"note: {note}")
@@ -441,6 +469,9 @@ def bench(
     matmul_size: Annotated[int | None, typer.Option(help="[2048 CPU, 8192 GPU]")] = None,
     matmul_repeats: int = 5,
     profile_steps: Annotated[int, typer.Option(help="Profile this many training steps.")] = 0,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32, bf16 or both [both where bf16 is supported]")
+    ] = None,
 ) -> None:
     """Training and inference speed here, against a matmul peak and a straightforward step."""
     from multimix.core.progress import console
@@ -452,7 +483,7 @@ def bench(
         infer_batch_size=infer_batch_size, device=device, threads=threads,
         widths=channels, norm=norm, warmup=warmup,
         steps=steps, seconds=seconds, matmul_size=matmul_size, matmul_repeats=matmul_repeats,
-        profile_steps=profile_steps,
+        profile_steps=profile_steps, precision=precision,
     )  # fmt: skip
     check_writable_file(out, example="bench.json")  # robust
     r = write_bench(cfg, out, log=console.log)

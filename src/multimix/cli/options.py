@@ -117,6 +117,7 @@ def option_table(config_cls: type, methods: dict[str, type], tasks: dict[str, ty
         table[f.name] = (Generated("config", f.name, kind), option, str | None)
     for target, parts in (("method", methods), ("task", tasks)):
         seen: dict[str, list[str]] = {}
+        defaults_of: dict[str, set[str]] = {}
         fields_of: dict[str, tuple[dataclasses.Field, Any]] = {}
         for owner, cls in parts.items():
             options_cls = cls.Options
@@ -124,16 +125,24 @@ def option_table(config_cls: type, methods: dict[str, type], tasks: dict[str, ty
                 continue
             option_hints = _hints(options_cls)
             for f in dataclasses.fields(options_cls):
-                seen.setdefault(f.name, []).append(owner)
+                # Registry keys may carry a task family ("multiclass/multimix"): show the name.
+                seen.setdefault(f.name, []).append(owner.rsplit("/", 1)[-1])
                 fields_of.setdefault(f.name, (f, option_hints[f.name]))
+                value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                defaults_of.setdefault(f.name, set()).add(_show(value))
         for name, (f, kind) in fields_of.items():
             key = f"{target}_{name}"
             if name in table or key in table:
                 continue
             owners = tuple(sorted(set(seen[name])))
             help_text = f.metadata.get("help", "")
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            doc = f"{help_text} ({target} {', '.join(owners)}; default: {_show(default)})"
+            shown = defaults_of[name]
+            default = (
+                next(iter(shown))
+                if len(shown) == 1
+                else f"depends on the {target}, see multimix {target}s"
+            )
+            doc = f"{help_text} ({target} {', '.join(owners)}; default: {default})"
             option = typer.Option(None, f"--{_flag(f)}", help=doc.strip(), metavar=_metavar(kind))
             table[key] = (Generated(target, name, kind, owners), option, str | None)
     return table

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,15 @@ from torch import Tensor
 
 from multimix.core.errors import ConfigError
 
-__all__ = ["GEOMETRIC_OPS", "OPS", "PHOTOMETRIC_OPS", "AugmentConfig", "strong", "weak"]
+__all__ = [
+    "GEOMETRIC_OPS",
+    "OPS",
+    "PHOTOMETRIC_OPS",
+    "AugmentConfig",
+    "photometric",
+    "strong",
+    "weak",
+]
 
 PHOTOMETRIC_OPS: tuple[str, ...] = (
     "identity",
@@ -138,6 +146,22 @@ def strong(
     ``cutout == 0`` the result equals ``weak`` with the same generator state.
     """
     return _strong(images, masks, generator, cfg, OPS)
+
+
+def photometric(
+    images: Tensor,
+    masks: Tensor | None,
+    generator: torch.Generator,
+    cfg: AugmentConfig = AugmentConfig(),
+) -> tuple[Tensor, Tensor | None]:
+    """Strong appearance, no geometry: RandAugment over the photometric ops only, no cutout.
+
+    Applied on top of a weak view, every pixel stays where the weak view put it, so a
+    prediction on the weak view is a pixel-aligned target for this one (pixel pseudo-labels).
+    Masks come back unchanged (copies).
+    """
+    still = replace(cfg, flip=False, max_shift=0.0, cutout=0.0)
+    return _strong(images, masks, generator, still, PHOTOMETRIC_OPS)
 
 
 def _strong(

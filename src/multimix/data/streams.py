@@ -14,9 +14,10 @@ from typing import Protocol
 import torch
 
 from multimix.core.batch import Batch, Draw, Stream, View
+from multimix.core.errors import ConfigError
 from multimix.data.augment import AugmentConfig
 from multimix.data.bank import Bank
-from multimix.data.views import VIEWS
+from multimix.data.views import DERIVED, VIEWS
 
 
 def _seed(*parts: object) -> int:
@@ -122,8 +123,19 @@ class Streams:
         maps = torch.cat(parts, dim=1) if parts else None
         n_masks = bank.masks.shape[1] if stream.masks else 0
         views = {}
+        drawn: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         for view in stream.views:
-            x, moved = VIEWS.get(view)(images, maps, self.generator, self.augment)
+            base, fn = (images, maps), view
+            if DERIVED in view:
+                parent, fn = view.rsplit(DERIVED, 1)
+                if parent not in drawn:
+                    raise ConfigError(
+                        f"view {view!r} derives from {parent!r}, which the stream draws after it "
+                        "or not at all"
+                    )
+                base = drawn[parent]
+            x, moved = VIEWS.get(fn)(base[0], base[1], self.generator, self.augment)
+            drawn[view] = (x, moved)
             extras = {}
             if task_maps is not None:
                 extras = self.label_maps.extras(rows, moved[:, n_masks:])

@@ -32,6 +32,7 @@ from multimix.engine.measure import (
     synchronizer,
     time_rounds,
 )
+from multimix.engine.precision import choose_precision
 from multimix.methods.base import LossWeights, get_method
 from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
 from multimix.methods.multimix import JointObjective
@@ -63,6 +64,7 @@ class BenchConfig:
     matmul_repeats: int = 5
     profile_steps: int = 0  # > 0: profile this many training steps, top operators in the JSON
     seed: int = 0
+    precision: str | None = None  # auto, fp32, bf16 or both; None: both where auto picks bf16
 
     def validate(self) -> None:
         if not self.widths or min(self.widths) < 1:
@@ -86,6 +88,10 @@ class BenchConfig:
             raise ConfigError("--seconds must be positive")
         if self.matmul_size is not None and self.matmul_size < 1:
             raise ConfigError("--matmul-size must be at least 1")
+        if self.precision is not None and self.precision not in BENCH_PRECISIONS:
+            raise ConfigError(
+                f"unknown --precision {self.precision!r}; use auto, fp32, bf16 or both"
+            )
 
 
 # -- the steps being timed ---------------------------------------------------------------------
@@ -175,7 +181,7 @@ class Setup:
 
 
 def build(cfg: BenchConfig, device: torch.device, straightforward: bool = False) -> Setup:
-    method = get_method("multimix", LossWeights())
+    method = get_method("multimix-paper", LossWeights())
     assert isinstance(method, JointObjective)
     torch.manual_seed(cfg.seed)  # every variant starts from the same weights
     model_cfg = ModelConfig(widths=tuple(cfg.widths), norm=cfg.norm, bridge=method.uses_bridge)
@@ -205,51 +211,26 @@ def infer_step(model: MultiMixNet, x: torch.Tensor, autocast: Autocast = context
 
 
 # -- the run -----------------------------------------------------------------------------------
-def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -> dict:
-    """Measure everything ``bench.json`` holds (see the module docstring and the README)."""
-    cfg.validate()
-    device = runtime.select_device(cfg.device)
-    runtime.set_threads(cfg.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+BENCH_PRECISIONS = ("auto", "fp32", "bf16", "both")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-    def autocast() -> contextlib.AbstractContextManager:
-        return runtime.autocast(device)  # the trainer's mixed precision (bf16 on GPU only)
 
-    size = cfg.matmul_size or (8192 if device.type == "cuda" else 2048)
-    log(f"matmul peak: {size}x{size}, best of {cfg.matmul_repeats}, before and after the timings")
-    peaks_before = matmul_peaks(device, size, cfg.matmul_repeats)
+def bench_precisions(cfg: BenchConfig, device: torch.device) -> tuple[list[str], str, str]:
+    """The precisions to time, the one the top-level figures are for (what ``auto`` picks, when
+    timed), and why ``auto`` picks what it does. Default: both where ``auto`` picks bf16."""
+    auto, reason = choose_precision("auto", device)
+    asked = cfg.precision or ("both" if auto == "bf16" else "fp32")
+    timed = ["fp32", "bf16"] if asked == "both" else [auto if asked == "auto" else asked]
+    return timed, (auto if auto in timed else timed[0]), reason
 
-    batch = synthetic_batch(cfg).to(device)
-    n_train = images_per_step(batch)
-    setups = {"train": build(cfg, device), "straightforward": build(cfg, device, True)}
-    calls = {name: lambda s=s: train_step(s, batch, autocast) for name, s in setups.items()}
-    model = folded_for_inference(setups["train"].model)  # a folded copy, as ``predict`` runs it
-    g = torch.Generator().manual_seed(cfg.seed + 1)
-    x = torch.rand(cfg.infer_batch_size, 1, cfg.image_size, cfg.image_size, generator=g)
-    x = x.to(device).contiguous(memory_format=torch.channels_last)
-    calls["infer"] = lambda: infer_step(model, x, autocast)
-    sizes = {"train": n_train, "straightforward": n_train, "infer": cfg.infer_batch_size}
-    work = {name: count_flops(call) / sizes[name] / 1e9 for name, call in calls.items()}
 
-    log(
-        f"timing in rounds: a training step and a straightforward one of {n_train} images, "
-        f"inference on {cfg.infer_batch_size}"
-    )
-    timings = time_rounds(calls, synchronizer(device), cfg.warmup, cfg.steps, cfg.seconds)
-    profile = None
-    if cfg.profile_steps:
-        log(f"profiling {cfg.profile_steps} training steps")
-        profile = profile_operators(calls["train"], cfg.profile_steps, device)
-
+def _figures(rate: dict, work: dict, peaks_before: dict, peaks_after: dict, timings: dict) -> dict:
+    """The figures of one precision: throughputs, their share of that precision's peak."""
     # The peak drifts by several percent within a minute on shared machines: the share is taken
     # of the best seen at either end, never of a dip.
-    peaks_after = matmul_peaks(device, size, cfg.matmul_repeats)
     peaks = {lib: max(peaks_before[lib], peaks_after[lib]) for lib in peaks_before}
     peak = max(peaks.values())
-
-    rate = {name: sizes[name] / timing.median for name, timing in timings.items()}
-    result = {
+    return {
         "peak_gflops": peak,
         "peak_gflops_by_library": peaks,
         "peak_gflops_before_after": [max(peaks_before.values()), max(peaks_after.values())],
@@ -265,9 +246,80 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -
         "infer_share_of_peak": rate["infer"] * work["infer"] / peak,
         "infer_gflops_per_image": work["infer"],
         "timings": {name: timing.summary() for name, timing in timings.items()},
-        "config": asdict(cfg) | {"matmul_size": size, "train_images_per_step": n_train},
-        "environment": environment(device),
     }
+
+
+def run_bench(cfg: BenchConfig, log: Callable[[str], object] = lambda _: None) -> dict:
+    """Measure everything ``bench.json`` holds (see the module docstring and the README).
+
+    Each precision timed gets its own model (the same initial weights), its own matmul peak (in
+    its dtype) and its calls in the same rounds as the others', so ``bf16_over_fp32`` compares
+    figures a drift touched alike. The top-level figures are those of ``precision``.
+    """
+    cfg.validate()
+    device = runtime.select_device(cfg.device)
+    with runtime.compute_settings(cfg.threads, device):  # restored: bench runs in-process too
+        return _measure(cfg, device, log)
+
+
+def _measure(cfg: BenchConfig, device: torch.device, log: Callable[[str], object]) -> dict:
+    timed, top, reason = bench_precisions(cfg, device)
+    log(f"precisions timed: {', '.join(timed)}; figures at the top: {top} ({reason})")
+
+    size = cfg.matmul_size or (8192 if device.type == "cuda" else 2048)
+    log(f"matmul peak: {size}x{size}, best of {cfg.matmul_repeats}, before and after the timings")
+    peaks_before = {p: matmul_peaks(device, size, cfg.matmul_repeats, DTYPES[p]) for p in timed}
+
+    batch = synthetic_batch(cfg).to(device)
+    n_train = images_per_step(batch)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    x = torch.rand(cfg.infer_batch_size, 1, cfg.image_size, cfg.image_size, generator=g)
+    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    sizes = {"train": n_train, "straightforward": n_train, "infer": cfg.infer_batch_size}
+    calls: dict[str, Callable[[], object]] = {}
+    for p in timed:
+
+        def autocast(p: str = p) -> contextlib.AbstractContextManager:
+            return runtime.autocast(device, p)  # as the trainer and ``predict`` run it
+
+        setups = {"train": build(cfg, device), "straightforward": build(cfg, device, True)}
+        for name, s in setups.items():
+            calls[f"{name}/{p}"] = lambda s=s, a=autocast: train_step(s, batch, a)
+        model = folded_for_inference(setups["train"].model)  # a folded copy, as ``predict``
+        calls[f"infer/{p}"] = lambda m=model, a=autocast: infer_step(m, x, a)
+    # FLOPs do not depend on the dtype: counted once, on the first precision's calls.
+    work = {k: count_flops(calls[f"{k}/{timed[0]}"]) / n / 1e9 for k, n in sizes.items()}
+
+    log(
+        f"timing in rounds: a training step and a straightforward one of {n_train} images, "
+        f"inference on {cfg.infer_batch_size}, in {' and '.join(timed)}"
+    )
+    timings = time_rounds(calls, synchronizer(device), cfg.warmup, cfg.steps, cfg.seconds)
+    profile = None
+    if cfg.profile_steps:
+        log(f"profiling {cfg.profile_steps} training steps ({top})")
+        profile = profile_operators(calls[f"train/{top}"], cfg.profile_steps, device)
+    peaks_after = {p: matmul_peaks(device, size, cfg.matmul_repeats, DTYPES[p]) for p in timed}
+
+    precisions = {}
+    for p in timed:
+        mine = {k: timings[f"{k}/{p}"] for k in sizes}
+        rate = {k: sizes[k] / t.median for k, t in mine.items()}
+        precisions[p] = _figures(rate, work, peaks_before[p], peaks_after[p], mine)
+    env = environment(device) | {"precision": top, "precision_auto": reason}
+    result = {
+        **precisions[top],
+        "precision": top,
+        "config": asdict(cfg) | {"matmul_size": size, "train_images_per_step": n_train},
+        "environment": env,
+        "precisions": precisions,
+    }
+    if len(precisions) == 2:
+        bf16, fp32 = precisions["bf16"], precisions["fp32"]
+        result["bf16_over_fp32"] = {
+            kind: bf16[f"{kind}_images_per_s"] / fp32[f"{kind}_images_per_s"]
+            for kind in ("train", "infer")
+        }
     if profile is not None:
         result["train_profile"] = profile
     return result

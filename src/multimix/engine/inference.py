@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from multimix.engine.precision import precision_context, resolve_precision
 from multimix.models.inference import Predictions, run_model
 from multimix.models.net import MultiMixNet
 from multimix.tasks.base import Task, task_for_model
@@ -18,12 +19,15 @@ def predict(
     batch_size: int = 32,
     keep_saliency: bool = False,
     task: Task | None = None,
+    precision: str = "fp32",  # auto, fp32 or bf16 (engine.precision): the network call only
 ) -> Predictions:
     """Run the model in eval mode over uint8 (N, 1, S, S) images in batches; the task (the
-    model's own by default) turns logits into probabilities and says whether it wants the
-    activation maps (see :func:`multimix.models.inference.run_model`)."""
+    model's own by default) turns logits into probabilities (in fp32) and says whether it wants
+    the activation maps (see :func:`multimix.models.inference.run_model`)."""
     task = task or task_for_model(model)
+    chosen = resolve_precision(precision, device)
     return run_model(
         model, images, device, task.probabilities, batch_size, keep_saliency,
         keep_maps=task.keeps_activation_maps(model),
+        context=lambda: precision_context(chosen, device),
     )  # fmt: skip

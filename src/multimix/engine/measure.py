@@ -8,10 +8,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from multimix.engine.precision import cpu_capability, cpu_flags, cpu_model
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
@@ -97,16 +98,23 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peaks(device: torch.device, size: int, repeats: int) -> dict[str, float]:
+def matmul_peaks(
+    device: torch.device, size: int, repeats: int, dtype: torch.dtype | None = None
+) -> dict[str, float]:
     """Best GFLOP/s of a large square matmul per library torch can run it with here.
 
     On GPU: bfloat16 ``torch.mm``. On CPU, float32 through the BLAS (MKL) and through oneDNN,
     the library the network's convolutions run on. On this project's AVX-512 AMD machine MKL
     reached 190-223 GFLOP/s and oneDNN 420-479, so a BLAS-only "peak" put the convolutions
     above 100% of it. The peak used for shares is the largest of these.
+
+    ``dtype`` (default: bfloat16 on GPU, float32 on CPU) measures another precision's peak the
+    same way, e.g. bfloat16 on CPU for ``--precision bf16``.
     """
     g = torch.Generator().manual_seed(0)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    name = {torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
     a = torch.randn(size, size, generator=g).to(device, dtype)
     b = torch.randn(size, size, generator=g).to(device, dtype)
     out = torch.empty(size, size, device=device, dtype=dtype)
@@ -116,7 +124,7 @@ def matmul_peaks(device: torch.device, size: int, repeats: int) -> dict[str, flo
         return 2 * size**3 / min(time_calls(fn, sync, 2, repeats, None).wall) / 1e9
 
     if device.type == "cuda":
-        return {"torch.mm (bf16)": best(lambda: torch.mm(a, b, out=out))}
+        return {f"torch.mm ({name})": best(lambda: torch.mm(a, b, out=out))}
     peaks = {"blas (torch.mm)": best(lambda: torch.mm(a, b, out=out))}
     linear = getattr(torch._C._nn, "mkldnn_linear", None)
     if torch.backends.mkldnn.is_available() and linear is not None:
@@ -167,6 +175,8 @@ def environment(device: torch.device) -> dict[str, object]:
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "precision": "bfloat16 autocast" if device.type == "cuda" else "float32",
+        "cpu_flags": cpu_flags(),
+        "cpu_capability": cpu_capability(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -174,10 +184,4 @@ def environment(device: torch.device) -> dict[str, object]:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    return cpu_model()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import random
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import torch
@@ -34,11 +35,32 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
 
-def autocast(device: torch.device) -> AbstractContextManager:
-    """bf16 mixed precision on a GPU (bf16 needs no loss scaling); full precision on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+@contextmanager
+def compute_settings(threads: int | None, device: torch.device) -> Iterator[None]:
+    """The process-wide settings a training run or a benchmark wants (``set_threads``; on a GPU
+    ``cudnn.benchmark``, for fixed shapes), put back as they were on the way out, error or not.
+
+    Why: ``train`` and ``bench`` also run inside other processes (the test suite, a notebook).
+    The thread count changes the order of floating-point reductions, so a count left behind
+    changes the fp32 figures of every later computation in that process.
+    """
+    threads_before, benchmark_before = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    try:
+        set_threads(threads)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        yield
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.backends.cudnn.benchmark = benchmark_before
+
+
+def autocast(device: torch.device, precision: str = "fp32") -> AbstractContextManager:
+    """The context a training or inference step runs in: bf16 autocast for ``precision="bf16"``,
+    nothing for ``"fp32"`` (see ``engine.precision``; resolve ``auto`` there first)."""
+    from multimix.engine.precision import precision_context
+
+    return precision_context(precision, device)
 
 
 def seed_everything(seed: int) -> None:

@@ -38,8 +38,10 @@ from multimix.data.streams import Pool, Streams
 from multimix.engine import checkpoint as ckpt
 from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
+from multimix.engine.finalize import choose_postprocessing, write_shift_reference
 from multimix.engine.logger import CsvLog, TensorBoard
-from multimix.engine.runtime import autocast, seed_everything, set_threads
+from multimix.engine.precision import run_precision
+from multimix.engine.runtime import autocast, compute_settings, seed_everything, select_device
 from multimix.methods.base import LossWeights, Method
 from multimix.methods.multimix import segmentation_pretraining
 from multimix.models.net import ModelConfig, MultiMixNet
@@ -102,9 +104,7 @@ class Trainer:
         self.run = Path(cfg.out)
         self.resume = resume
         self.world, self.device = distributed.setup(cfg.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels
-        set_threads(cfg.threads)
+        self.precision = run_precision(self.run, cfg.precision, self.device, resume, self.world)
         seed_everything(cfg.seed)
         self.task = cfg.make_task()
         self.method: Method = cfg.make_method(self.task)
@@ -341,7 +341,7 @@ class Trainer:
         main = self.world.main
         self.tb = TensorBoard(self.run / "tb", enabled=main)
         total = self.cfg.steps or 1.0  # steps, or the spent share of the time budget
-        start = time.perf_counter() - self.elapsed
+        start = self._clock() - self.elapsed
         bar = f"training {self.method.name}" + (f" ({self.world.size} processes)" * main)
         try:
             bar_or_quiet = progress_bar(bar, total=total) if main else nullcontext(_quiet)
@@ -377,17 +377,32 @@ class Trainer:
         return self.run
 
     def _after_training(self) -> None:
-        """The task's post-training step (multi-label: per-finding thresholds), on the best
-        checkpoint and the validation images of the class sources already in memory."""
+        """What the best checkpoint learns from the validation part, on images in memory: the
+        task's step (a temperature; per-finding thresholds), the mask post-processing plan
+        and the feature reference of the shift score (see ``engine.finalize``)."""
         best = ckpt.load_weights(self.ckpt_dir / "best.safetensors", self.device)
         roles = {name: info["roles"] for name, info in self.data.split["sources"].items()}
-        parts = [rows for s, rows in self.data.val.items() if "class" in roles[s]]
-        rows = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-        self.task.after_training(self.run, best, self.data.bank, rows, self.device)
+
+        def val_rows(role: str) -> torch.Tensor:
+            parts = [rows for s, rows in self.data.val.items() if role in roles[s]]
+            return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+        bank, rows = self.data.bank, self.data.rows
+        self.task.after_training(self.run, best, bank, val_rows("class"), self.device)
+        if self.method.trains_segmentation:
+            choose_postprocessing(self.run, best, bank, rows[MASKED], val_rows("seg"), self.device)
+        train_rows = torch.cat([rows[MASKED], rows[UNMASKED]]).unique()
+        all_val = torch.cat(list(self.data.val.values())) if self.data.val else train_rows[:0]
+        write_shift_reference(self.run, best, bank, train_rows, all_val, self.cfg.seed, self.device)
+
+    def _clock(self) -> float:
+        """Seconds on the run's clock: wall time, or the CPU time of this process (all its
+        threads), which other jobs on a shared machine do not eat into."""
+        return time.process_time() if self.cfg.clock == "cpu" else time.perf_counter()
 
     def _sync_elapsed(self, start: float) -> None:
         """Every rank must agree on the time spent, or one would stop while others wait."""
-        local = {"elapsed": time.perf_counter() - start}
+        local = {"elapsed": self._clock() - start}
         self.elapsed = distributed.mean(local, self.world, self.device)["elapsed"]
 
     def _train_step(self, advance, start: float) -> None:
@@ -398,7 +413,7 @@ class Trainer:
         batch = streams.draw(method.streams).to(self.device)
         self.model.train()
         step = self.step
-        with autocast(self.device):
+        with autocast(self.device, self.precision):
             if self.ddp:
                 loss, logs = self.ddp(method, batch, step)
             else:
@@ -410,7 +425,7 @@ class Trainer:
         self.step += 1
         # One reduction per step: rank-averaged losses for the log, a shared clock, and a stop
         # request any rank received (so all ranks stop after the same step).
-        logs["elapsed"] = time.perf_counter() - start
+        logs["elapsed"] = self._clock() - start
         logs["stop"] = float(self.stop.requested)
         logs = distributed.mean(logs, self.world, self.device)
         self.elapsed = logs.pop("elapsed")
@@ -461,8 +476,9 @@ def _fit(cfg: TrainConfig, resume: bool) -> Path:
     """Build, train, and under torchrun leave the process group cleanly."""
     trainer, finished = None, False
     try:
-        trainer = Trainer(cfg, resume=resume)
-        run = trainer.fit()
+        with compute_settings(cfg.threads, select_device(cfg.device)):  # restored on the way out
+            trainer = Trainer(cfg, resume=resume)
+            run = trainer.fit()
         finished = True
         return run
     finally:

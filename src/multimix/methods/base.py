@@ -63,6 +63,21 @@ def parse_options(cls: type, raw: dict[str, Any] | Any, what: str) -> Any:
     return options
 
 
+@dataclass
+class Regions:
+    """The image regions a method's predictions rested on, for a reader to check.
+
+    ``masks`` are bool (B, S, S) at the network's input size; ``values`` are, per image, the
+    numbers the method read from its region (named, in a fixed order); ``name`` says what the
+    region is (a file and column prefix: ``cam_region``) and ``caption`` how it was chosen.
+    """
+
+    name: str
+    caption: str
+    masks: torch.Tensor
+    values: list[dict[str, float]]
+
+
 class Method(ABC):
     """A training objective over a network, for the tasks in ``tasks``."""
 
@@ -110,6 +125,11 @@ class Method(ABC):
 
     def after_step(self, model: nn.Module, step: int) -> None:
         """Called after each optimizer step (``step`` is the number of steps done)."""
+        return None
+
+    def regions(self, model: nn.Module, x: torch.Tensor) -> Regions | None:
+        """The region each image of ``x`` was judged on and what was read from it, shown by
+        ``predict`` and the report next to the explanation; None: the method has none."""
         return None
 
     def state_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) ->
     ``known`` (B, K) lets images carry masks for some structures only; the others are simply not
     supervised, which whole-batch losses such as MONAI's DiceLoss cannot express.
     """
+    logits = logits.float()  # fp32 under bf16 autocast too: sigmoid and sums are delicate
     weight = known.to(logits.dtype)
     if weight.sum() == 0:
         return logits.sum() * 0.0
@@ -30,6 +31,7 @@ def bernoulli_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor
     its KL was identically zero. Treating each pixel as a Bernoulli variable gives the intended
     term: zero for equal predictions, positive otherwise. Computed from logits for stability.
     """
+    p_logits, q_logits = p_logits.float(), q_logits.float()  # fp32 under bf16 autocast too
     p = torch.sigmoid(p_logits)
     log_p, log_1p = F.logsigmoid(p_logits), F.logsigmoid(-p_logits)
     log_q, log_1q = F.logsigmoid(q_logits), F.logsigmoid(-q_logits)
@@ -44,6 +46,7 @@ def pseudo_label_loss(
     Returns the loss (averaged over all unlabeled images, so low confidence lowers its weight)
     and the boolean mask of images whose pseudo-label was kept.
     """
+    weak_logits, strong_logits = weak_logits.float(), strong_logits.float()  # fp32 in autocast
     probs = torch.softmax(weak_logits.detach(), dim=1)
     confidence, pseudo = probs.max(dim=1)
     keep = confidence >= threshold
@@ -60,6 +63,7 @@ def multilabel_pseudo_label_loss(
     Averaged over all (image, finding) entries, as the single-label loss is over images; returns
     the loss and the boolean mask of entries kept.
     """
+    weak_logits, strong_logits = weak_logits.float(), strong_logits.float()  # fp32 in autocast
     probs = torch.sigmoid(weak_logits.detach())
     present, absent = probs >= threshold, probs <= 1 - threshold
     keep = present | absent
@@ -67,3 +71,22 @@ def multilabel_pseudo_label_loss(
         strong_logits, present.to(strong_logits.dtype), reduction="none"
     )
     return (loss * keep.to(loss.dtype)).mean(), keep
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """NT-Xent (SimCLR's normalised-temperature cross-entropy) between paired embeddings.
+
+    ``a[k]`` and ``b[k]`` (N, D) are two embeddings of image ``k`` (here: of its pixels and of
+    its region's radiomics). Every embedding must pick its partner out of the other 2N - 2 of
+    the batch, by cosine similarity over ``temperature``; the loss is the mean cross-entropy of
+    those 2N choices. It is lowest when each pair is closer than any non-pair, and rises when
+    the pairs are shuffled. With one pair there is nothing to tell apart: 0.
+    """
+    n = a.shape[0]
+    if n < 2:
+        return (a.sum() + b.sum()) * 0.0
+    z = F.normalize(torch.cat([a, b]).float(), dim=1)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, partner)

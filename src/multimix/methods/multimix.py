@@ -5,7 +5,11 @@
     encssl    classifier + FixMatch pseudo-labels
     umtl      joint classifier and decoder, supervised
     umtls     joint + pseudo-labels (no bridge)
-    multimix  joint + pseudo-labels + saliency bridge + segmentation consistency
+    multimix-paper  joint + pseudo-labels + saliency bridge + segmentation consistency
+
+These reproduce the paper's table; the project's best joint method, ``multimix``, learns from
+unlabeled images far more (pixel pseudo-masks, CutMix, guarded pseudo-labels): see
+:mod:`multimix.methods.joint`.
 
 Every stream a method uses goes through the shared encoder in one concatenated pass (so batch
 norm sees them together, as in FixMatch); the saliency for the bridge is the input gradient of
@@ -146,8 +150,9 @@ class UMTLS(JointObjective):
 
 
 @register
-class MultiMix(JointObjective):
-    name, description = "multimix", "joint + pseudo-labels + saliency bridge + consistency"
+class MultiMixPaper(JointObjective):
+    name = "multimix-paper"
+    description = "the paper's MultiMix: joint + pseudo-labels + bridge + KL"
     classify = segment = pseudo = bridge = consistency = True
 
 

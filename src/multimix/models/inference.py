@@ -7,6 +7,7 @@ turns logits into probabilities is the task's to say, so it is passed in.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -31,12 +32,15 @@ def run_model(
     batch_size: int = 32,
     keep_saliency: bool = False,
     keep_maps: bool = False,
+    context: Callable[[], AbstractContextManager] = nullcontext,
 ) -> Predictions:
     """Run the model in eval mode over uint8 (N, 1, S, S) images in batches.
 
     ``probabilities`` maps the logits (the task's softmax or sigmoids); ``keep_maps`` keeps the
-    per-class activation maps. It runs a copy with batch norm folded into the convolutions
-    (``models.fusion``): the same outputs, faster; ``model`` itself is only switched to eval.
+    per-class activation maps; ``context`` wraps the network call alone (the engine's
+    precision: probabilities, masks and their concatenation stay fp32). It runs a copy with
+    batch norm folded into the convolutions (``models.fusion``): the same outputs, faster;
+    ``model`` itself is only switched to eval.
     """
     model.eval()
     net = folded_for_inference(model)
@@ -44,7 +48,8 @@ def run_model(
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255.0)
         x = x.contiguous(memory_format=torch.channels_last)
-        out = net(x, activation_maps=keep_maps)
+        with context():
+            out = net(x, activation_maps=keep_maps)
         probs.append(probabilities(out["logits"]).cpu())
         if keep_maps:
             maps.append(out["activation_maps"].float().cpu())

@@ -11,6 +11,9 @@ from multimix.data.bank import load_bank
 from multimix.data.sources import Record, Source
 from multimix.engine.evaluate import load_run, source_metrics
 from multimix.engine.inference import predict
+from multimix.models.adapt import adapt_batch_norm
+from multimix.models.postprocess import apply_plan, read_plan
+from multimix.models.shift import pooled_features, read_reference, shift_score
 
 
 def held_out_records(source: Source, split: dict, part: str) -> tuple[list[Record], str]:
@@ -35,6 +38,8 @@ def evaluate_run(
     explain: list[str] | tuple[str, ...] = (),
     explain_samples: int = 32,
     on_bad_input: str = "error",
+    adapt: bool = False,
+    precision: str = "fp32",
 ) -> tuple[dict, dict]:
     """metrics.json content for ``folders``; with ``keep``, also banks and predictions.
 
@@ -43,10 +48,17 @@ def evaluate_run(
     With ``explain`` methods (see :mod:`multimix.explain`), each source's block also gets
     ``explanations``: lung share and deletion curve per method on up to ``explain_samples``
     images (:func:`~multimix.explain.report_metrics.explanation_metrics`).
+
+    Every block gets ``shift`` (how unlike the training data the source is, when the run kept
+    its feature reference; :mod:`multimix.models.shift`); masks get the run's post-processing
+    (``RUN/postprocess.json``). With ``adapt``, each source is predicted by a copy of the model
+    whose batch-norm statistics were re-estimated on that source's images, labels unread
+    (:mod:`multimix.models.adapt`); the block says so under ``adapted``.
     """
     from multimix.data.assemble import load_split
     from multimix.data.bad_inputs import BadInputs
     from multimix.data.sources import load_source
+    from multimix.engine.precision import resolve_precision
     from multimix.engine.runtime import select_device
     from multimix.explain.report_metrics import check_methods, explanation_metrics
 
@@ -54,8 +66,12 @@ def evaluate_run(
     bad = BadInputs(on_bad_input)
     dev = select_device(device)
     cfg, model = load_run(run, device=dev)
+    precision = resolve_precision(precision, dev)  # the network's arithmetic; metrics in fp32
     task = cfg.make_task(classes, label_map)
+    task.attach(Path(run))
     labels = task.space
+    plan = read_plan(Path(run))
+    reference = read_reference(Path(run))
     if len(labels.classes) != model.cfg.n_classes:
         raise ConfigError(
             f"the run was trained on {len(cfg.classes)} classes, not {len(labels.classes)}"
@@ -80,9 +96,21 @@ def evaluate_run(
     results, kept = {}, {}
     for name, (bank, used) in banks.items():
         rows = torch.arange(len(bank))
-        preds = predict(model, bank.images, dev, batch_size, keep_saliency=keep, task=task)
+        used_model, extra = model, {}
+        if adapt:
+            used_model, adaptation = adapt_batch_norm(model, bank.images, dev, batch_size)
+            extra["adapted"] = adaptation.as_json()
+        if reference is not None:
+            feats = pooled_features(model, bank.images, dev, batch_size)
+            extra["shift"] = shift_score(feats, reference)
+        preds = predict(
+            used_model, bank.images, dev, batch_size, keep_saliency=keep, task=task,
+            precision=precision,
+        )  # fmt: skip
+        preds.masks = apply_plan(preds.masks, plan, bank.structures)
         block = source_metrics(bank, rows, preds, labels.classes, bank.structures, task=task)
-        block |= task.extra_metrics(Path(run), model, bank, preds, labels, dev)
+        block |= task.extra_metrics(Path(run), used_model, bank, preds, labels, dev)
+        block |= extra
         if explain:
             block["explanations"] = explanation_metrics(
                 model, bank, rows, explain, dev, samples=explain_samples
@@ -93,6 +121,9 @@ def evaluate_run(
     metrics = {
         "run": str(run),
         "checkpoint": "best",
+        "adapted": adapt,
+        "postprocess": plan,
+        "precision": precision,
         "classes": list(labels.classes),
         "sources": results,
         "skipped": bad.as_json(),

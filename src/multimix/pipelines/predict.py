@@ -51,7 +51,7 @@ class PredictSummary:
         return len(self.failures)
 
 
-_OUTPUT_DIRS = ("masks", "overlays", "explanations")  # what predict writes into --out
+_OUTPUT_DIRS = ("masks", "overlays", "explanations", "regions")  # what predict writes into --out
 _SHOWN = 5
 
 
@@ -196,6 +196,8 @@ def predict_paths(
     onnx_path: Path | None = None,
     dicom_seg: bool = False,
     checkpoint: str = "best",
+    adapt: bool = False,
+    precision: str = "fp32",
 ) -> PredictSummary:
     """Predict every image in ``inputs`` with the run's best checkpoint; write results in ``out``.
 
@@ -211,6 +213,11 @@ def predict_paths(
     the thresholds of ``RUN/thresholds.json``), the mask columns, and ``zones`` when it has a
     localization head; its maps go to ``explanations/<method>/<finding>/<name>.png`` (see
     :mod:`multimix.tasks.findings_output`).
+
+    A run whose method judges images on a region of them (``kacl``) also writes
+    ``regions/<name>.png`` and that region's columns (:mod:`multimix.pipelines.regions`).
+    With ``adapt`` the batch-norm statistics are first re-estimated on the inputs; a run with a
+    feature reference warns when the inputs are unlike its training data.
 
     The predictions themselves are :class:`multimix.api.Model`'s (``backend="onnx"`` runs the
     exported file). With ``dicom_seg``, each DICOM input also gets ``dicom/<name>.seg.dcm`` (the
@@ -240,8 +247,9 @@ def predict_paths(
     summary = PredictSummary()
     paths = collect_inputs(inputs, Path(out), summary.notes)
     names = unique_stems(paths)
-    model = load(Path(run), checkpoint, device, backend, onnx_path)
+    model = load(Path(run), checkpoint, device, backend, onnx_path, precision)
     structures = list(model.structures)
+    summary.notes += _look_first(model, paths, adapt)
     summary.notes += model.notes
     explain_dirs = model.output.explain_folders(methods)
     out = Path(out)
@@ -276,7 +284,7 @@ def predict_paths(
                 preds = model.predict_images(
                     [img for _, _, img in batch], methods, [name for _, name, _ in batch]
                 )
-                rows += _write_batch(batch, preds, structures, out, set(explain_dirs))
+                rows += _write_batch(batch, preds, structures, out, set(explain_dirs), model)
                 if dicom_seg:
                     not_dicom += _write_dicom(batch, preds, out, model, summary)
                 summary.n_ok += len(batch)
@@ -285,7 +293,8 @@ def predict_paths(
         summary.notes.append(f"--dicom-seg: {not_dicom} input(s) are not DICOM; no SEG for them")
 
     header = ["image", *model.output.header(), *_mask_header(structures),
-              *model.output.trailing_header()]  # fmt: skip
+              *model.output.trailing_header(), *model.regions.header()]  # fmt: skip
+    summary.notes += sorted(model.regions.captions)
     atomic_write_text(out / "predictions.csv", _csv([header, *rows]))
     failures_csv = out / "failures.csv"
     if summary.failures:
@@ -301,12 +310,30 @@ def _csv(rows) -> str:
     return buf.getvalue()
 
 
+def _look_first(model, paths: list[Path], adapt: bool) -> list[str]:
+    """:meth:`multimix.api.Model.prepare` on the inputs (the shift warning, ``adapt``); one
+    read of them, and none at all when the run has no feature reference and ``adapt`` is off.
+    Files that fail here fail again, with their reason, in the main loop."""
+    from multimix.models.shift import read_reference
+
+    if not adapt and read_reference(model.run) is None:
+        return []
+    images = []
+    for path in paths:
+        try:
+            images.append(read_image(path))
+        except DataError:
+            continue
+    return model.prepare(images, adapt)
+
+
 def _write_batch(
     batch: list[tuple[Path, str, np.ndarray]],
     preds: list,
     structures: list[str],
     out: Path,
     explain_dirs: set[str],
+    model,
 ) -> list[list[str]]:
     """Write one batch's masks, overlays and maps; its CSV rows back.
 
@@ -324,8 +351,22 @@ def _write_batch(
                 if f"explanations/{method}/{target}" in explain_dirs:
                     folder = folder / target
                 write_png(folder / f"{name}.png", _heatmap(image, attr))
-        rows.append([str(path), *pred.cells, *mask_cells, *pred.trailing])
+        extra = _write_region(out, name, image, pred, model.regions.names)
+        rows.append([str(path), *pred.cells, *mask_cells, *pred.trailing, *extra])
     return rows
+
+
+def _write_region(out: Path, name: str, image: np.ndarray, pred, names: list[str]) -> list[str]:
+    """A method's region of one image: ``regions/<name>.png`` (outlined) and its CSV cells."""
+    from multimix.pipelines.regions import FOLDER, outlined
+
+    if pred.region_mask is None:
+        return []
+    rel = f"{FOLDER}/{name}.png"
+    (out / FOLDER).mkdir(parents=True, exist_ok=True)
+    write_png(out / rel, outlined(image, pred.region_mask))
+    values = pred.region_values
+    return [f"{float(pred.region_mask.mean()):.6f}", rel, *(f"{values[n]:.6g}" for n in names)]
 
 
 def _write_dicom(batch, preds, out: Path, model, summary: PredictSummary) -> int:

@@ -13,6 +13,7 @@ from multimix.data.bank import Bank
 from multimix.engine.inference import Predictions
 from multimix.engine.logger import CsvLog
 from multimix.explain.report_metrics import lung_index
+from multimix.methods.base import Regions
 from multimix.metrics.segmentation import per_image_dice
 from multimix.report.html import Gallery, SourceScores, write_report
 from multimix.tasks.base import Task, task_of_run
@@ -21,6 +22,8 @@ GALLERY_SIZE = 6  # images per best / worst / false-positive / false-negative ga
 
 # (bank, preds, rows, classes to explain or None for the predicted class) -> (n, S, S) maps
 Heatmaps = Callable[[Bank, Predictions, torch.Tensor, torch.Tensor | None], np.ndarray]
+# (bank, rows) -> the region the run's method judged each image on, and its values
+RegionMaker = Callable[[Bank, torch.Tensor], Regions | None]
 
 
 def _title(bank: Bank, preds: Predictions, task: Task, i: int, extra: str = "") -> str:
@@ -119,16 +122,28 @@ def error_galleries(
     task: Task,
     heatmaps: Heatmaps | None,
     heatmap_name: str,
+    regions: RegionMaker | None = None,
 ) -> list[Gallery]:
     """The task's error galleries (:meth:`~multimix.tasks.base.Task.error_groups`: false
-    positives / negatives, misclassified images, per-finding errors), with explanation maps."""
+    positives / negatives, misclassified images, per-finding errors), with explanation maps
+    and, for a method that judges images on a region (``regions``), that region's outline on
+    the map and its values in a table."""
     out = []
     for group in task.error_groups(bank, preds, GALLERY_SIZE):
         rows = group.rows
         maps = heatmaps(bank, preds, rows, group.targets) if heatmaps and len(rows) else None
+        found = regions(bank, rows) if regions is not None and len(rows) else None
         caption = f"{group.caption} Red: predicted lung mask; green: reference mask (where known)."
         if maps is not None:
             caption += f" Right of each image: its {heatmap_name} map for {group.map_of}."
+        extra = {}
+        if found is not None:
+            caption += " Blue outline: the region the method judged the image on."
+            extra = {
+                "regions": found.masks.numpy(),
+                "region_values": found.values,
+                "region_caption": f"{found.caption}; columns: the images in order.",
+            }
         out.append(
             make_gallery(
                 source,
@@ -140,9 +155,35 @@ def error_galleries(
                 heatmaps=maps,
                 heatmap_name=heatmap_name,
                 caption=caption,
+                **extra,
             )
         )
     return out
+
+
+def region_maker(run: Path, cfg, task: Task, checkpoint: str, device: str) -> RegionMaker | None:
+    """The run's method's regions (:meth:`Method.regions <multimix.methods.base.Method.regions>`)
+    of bank rows, from the evaluated checkpoint; None for a method without them."""
+    from multimix.core.errors import ConfigError
+    from multimix.methods.base import Method
+
+    try:
+        method = cfg.make_method(task)
+    except ConfigError:  # a run whose method is no longer registered: a report without them
+        return None
+    if type(method).regions is Method.regions:
+        return None
+    from multimix.engine.evaluate import load_run
+    from multimix.engine.runtime import select_device
+
+    dev = select_device(device)
+    _, model = load_run(run, checkpoint, dev)
+    model.eval()
+
+    def regions(bank: Bank, rows: torch.Tensor) -> Regions | None:
+        return method.regions(model, bank.float_images(rows).to(dev))
+
+    return regions
 
 
 def source_scores(source: str, bank: Bank, preds: Predictions, task: Task) -> SourceScores:
@@ -242,11 +283,14 @@ def build_report(
     if any(bank.labeled.any() for bank, _ in kept.values()):
         reuse = not task.explains_class_in_error
         heatmaps, heatmap_name = _heatmap_maker(Path(run), metrics, kept, method, device, reuse)
+    regions = None
+    if heatmaps is not None:
+        regions = region_maker(Path(run), cfg, task, metrics.get("checkpoint", "best"), device)
     galleries, scores = [], []
     for name, (bank, preds) in kept.items():
         seg = segmentation_galleries(name, bank, preds, task)
         galleries += seg or [gallery(name, bank, preds, task)]
-        galleries += error_galleries(name, bank, preds, task, heatmaps, heatmap_name)
+        galleries += error_galleries(name, bank, preds, task, heatmaps, heatmap_name, regions)
         scores.append(source_scores(name, bank, preds, task))
     notes = [
         f"Run: {run}; checkpoint: {metrics['checkpoint']}.",

@@ -32,6 +32,7 @@ LOSS_COLUMNS = ("loss", "loss_seg", "loss_cls", "loss_pseudo", "loss_kl")
 SMOOTH_WINDOW = 20
 PRED_COLOR = "#ff3b30"  # predicted mask outline
 TRUE_COLOR = "#34c759"  # reference mask outline
+REGION_COLOR = "#00c8ff"  # the region a method judged the image on (kacl's CAM region)
 HEAT_CMAP = "inferno"  # explanation maps
 _METRIC_STYLES = {"accuracy": "-", "auc": "--", "dice": ":"}
 
@@ -299,6 +300,8 @@ def mask_gallery(gallery: Gallery, path: str | Path, max_images: int = 12) -> Pa
             ax_heat = axes.flat[k * per_item + 1]
             _heat_overlay(ax_heat, img, heatmaps[k])
             ax_heat.set_title(_plain(gallery.heatmap_name), fontsize=8)
+        if gallery.regions is not None and k < len(gallery.regions):
+            _outline(axes.flat[k * per_item + per_item - 1], gallery.regions[k], REGION_COLOR)
 
     handles = [Line2D([], [], color=PRED_COLOR, lw=2, label="predicted mask")]
     if has_true:
@@ -307,6 +310,8 @@ def mask_gallery(gallery: Gallery, path: str | Path, max_images: int = 12) -> Pa
         handles.append(
             Patch(color=plt.get_cmap(HEAT_CMAP)(0.85), label="explanation (strong = bright)")
         )
+    if gallery.regions is not None:
+        handles.append(Line2D([], [], color=REGION_COLOR, lw=2, label="region used"))
     heading = gallery.heading
     title = gallery.source if heading in ("", "Examples") else f"{gallery.source}: {heading}"
     fig.suptitle(_plain(title), fontsize=12)

@@ -40,6 +40,11 @@ class Gallery:
     heatmaps: np.ndarray | None = None  # float (n, S, S) in [0, 1]: drawn next to each image
     heatmap_name: str = "explanation"  # what the heatmaps are, e.g. "gradcam"
     caption: str | None = None  # shown under the figure; default: what the outlines mean
+    # The region the run's method judged each image on (kacl: its CAM region), outlined on
+    # the explanation, and the values it read there (a table under the figure).
+    regions: np.ndarray | None = None  # bool (n, S, S)
+    region_values: list[dict[str, float]] | None = None
+    region_caption: str = ""
 
 
 @dataclass
@@ -335,7 +340,28 @@ def _gallery_html(gallery: Gallery, fname: str, name: str, fig_dir: Path) -> lis
                 "(bright: strong attribution)."
             )
     alt = f"{gallery.heading.lower()} for {name}"
-    return [heading, _figure(f"{FIGURES_DIR}/{fname}", alt, caption)]
+    return [heading, _figure(f"{FIGURES_DIR}/{fname}", alt, caption), *_region_table(gallery)]
+
+
+def _region_table(gallery: Gallery) -> list[str]:
+    """The values read from each image's region, one column per image in gallery order."""
+    values = gallery.region_values
+    if not values:
+        return []
+    names = list(values[0])
+    rows = [
+        f"<tr><td>{_esc(n)}</td>" + "".join(_value_cell(v.get(n)) for v in values) + "</tr>"
+        for n in names
+    ]
+    header = ["region value", *(f"image {k + 1}" for k in range(len(values)))]
+    note = f"<p>{_esc(gallery.region_caption)}</p>" if gallery.region_caption else ""
+    return [note, _table(header, rows)]
+
+
+def _value_cell(value: Any) -> str:
+    """A radiomic value: they span 1e-3 .. 1e6, so four significant digits, not decimals."""
+    num = _number(value)
+    return f'<td class="num">{_esc(NA if num is None else f"{num:.4g}")}</td>'
 
 
 def _source_section(

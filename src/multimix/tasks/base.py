@@ -95,6 +95,10 @@ class Task:
             return self.options.get(name, default)
         return getattr(self.options, name, default)
 
+    def attach(self, run: Path) -> None:
+        """Read what :meth:`after_training` wrote into ``run`` (a temperature, ...), so that
+        evaluation and prediction use it; nothing by default."""
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, C) logits -> (B, C) float probabilities (softmax, sigmoids, ...)."""
         raise NotImplementedError

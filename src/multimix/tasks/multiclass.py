@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -35,9 +37,22 @@ class MultiClass(Task):
     # -- evaluation and prediction side -----------------------------------------------------
     metric_key = "classification"
 
+    temperature: float = 1.0  # fitted on validation after training (RUN/calibration.json)
+
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Softmax over the classes."""
-        return torch.softmax(logits.float(), dim=1)
+        """Softmax over the classes, of the logits over the run's temperature."""
+        return torch.softmax(logits.float() / self.temperature, dim=1)
+
+    def after_training(self, run, model, bank, val_rows, device) -> None:
+        """Fit the temperature on the labeled validation rows; ``RUN/calibration.json``."""
+        from multimix.tasks.temperature import write_temperature
+
+        write_temperature(Path(run), model, bank, val_rows, device)
+
+    def attach(self, run) -> None:
+        from multimix.tasks.temperature import read_temperature
+
+        self.temperature = read_temperature(Path(run))
 
     def metric_block(self, bank, rows, preds) -> dict | None:
         """Accuracy, AUC, F1 per class, and the calibration (ECE and reliability bins)."""

@@ -1,0 +1,320 @@
+"""``multimix``: the project's joint method, semi-supervised on masks as well as on classes.
+
+The paper's objective (``multimix-paper``, in :mod:`multimix.methods.multimix`) lets mask-less
+images reach the decoder only through a weak KL term between predictions on *different*
+images, so thousands of unlabeled radiographs teach the decoder nothing. Here every unlabeled
+image of every source trains both heads, teacher-student style (FixMatch, UniMatch):
+
+* one unlabeled stream in two views that share their geometry: ``weak`` and
+  ``weak>photometric`` (strong appearance, same pixels), so a prediction on the weak view is a
+  pixel-aligned target for the strong one;
+* the strong views are CutMixed between unlabeled images: a box of another image is pasted in,
+  and its pseudo-mask with it (the class pseudo-label stays the base image's: the box is an
+  occlusion of at most a quarter of the image, as FixMatch's cutout is);
+* pixel pseudo-masks: decoder probabilities on the weak view, kept per pixel where the
+  confidence ``max(p, 1 - p)`` reaches ``pixel_threshold``, train the decoder on the strong view;
+* class pseudo-labels guarded against collapse under a domain shift: distribution alignment
+  (ReMixMatch) scales the weak-view probabilities by the labeled class prior over their running
+  mean, so a new hospital's images cannot all drift into one class; ``freematch`` uses
+  self-adaptive per-class thresholds instead, ``fixed`` the paper's fixed threshold;
+* the targets come from the student's own weak pass (``teacher=self``: free, the weak views
+  are in the batch anyway) or from an EMA teacher (``teacher=ema``: one extra forward).
+
+Every stream goes through the shared encoder in one concatenated pass (batch norm sees them
+together); the decoder runs on the masked, weak and strong rows.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multimix.core.batch import LABELED, MASKED, UNLABELED, Batch, Stream
+from multimix.core.errors import ConfigError
+from multimix.methods.base import LossWeights, Method, register
+from multimix.methods.losses import dice_bce
+from multimix.models.encoder import EncoderTrace
+from multimix.models.net import leading_rows
+from multimix.models.saliency import input_saliency, traced_saliency
+
+STRONG = "weak>photometric"  # the strong view, pixel-aligned with the weak one
+GUARDS = ("da", "freematch", "fixed")
+TEACHERS = ("self", "ema")
+
+
+@dataclass
+class JointOptions(LossWeights):
+    """The paper's weights plus the pixel pseudo-label, CutMix, guard and teacher settings."""
+
+    consistency: float = field(
+        default=0.0,
+        metadata={"flag": "w-consistency", "help": "The paper's KL term (0: replaced)."},
+    )
+    pixel: float = field(default=1.0, metadata={"flag": "w-pixel", "help": "Pixel pseudo-masks."})
+    pixel_threshold: float = field(
+        default=0.9, metadata={"help": "Confidence a pixel pseudo-label needs."}
+    )
+    cutmix: float = field(default=0.5, metadata={"help": "Share of strong views CutMixed."})
+    guard: str = field(default="da", metadata={"help": "Class pseudo-labels: da|freematch|fixed."})
+    teacher: str = field(default="self", metadata={"help": "Targets from: self|ema."})
+    ema_decay: float = field(default=0.99, metadata={"help": "EMA teacher decay."})
+    momentum: float = field(default=0.999, metadata={"help": "Running class-statistics decay."})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.pixel < 0:
+            raise ConfigError("--w-pixel must be >= 0")
+        if not 0.5 <= self.pixel_threshold <= 1.0:
+            raise ConfigError("--pixel-threshold must lie in [0.5, 1]")
+        if not 0.0 <= self.cutmix <= 1.0:
+            raise ConfigError("--cutmix must lie in [0, 1]")
+        if self.guard not in GUARDS:
+            raise ConfigError(f"--guard must be one of {', '.join(GUARDS)}, not {self.guard!r}")
+        if self.teacher not in TEACHERS:
+            raise ConfigError(
+                f"--teacher must be one of {', '.join(TEACHERS)}, not {self.teacher!r}"
+            )
+        for name in ("ema_decay", "momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} must lie in [0, 1)")
+
+
+def pixel_pseudo_loss(
+    strong_logits: torch.Tensor, weak_probs: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE of the strong view against the weak view's confident pixels.
+
+    ``weak_probs`` are detached probabilities aligned pixel for pixel with ``strong_logits``.
+    A pixel counts where ``max(p, 1 - p) >= threshold``; the loss is averaged over all pixels,
+    so an unsure image weighs less. Returns the loss and the boolean keep mask.
+    """
+    keep = torch.maximum(weak_probs, 1 - weak_probs) >= threshold
+    target = (weak_probs >= 0.5).to(strong_logits.dtype)
+    per = F.binary_cross_entropy_with_logits(
+        strong_logits.float(), target.float(), reduction="none"
+    )
+    return (per * keep).mean(), keep
+
+
+def cutmix_boxes(
+    n: int, size: tuple[int, int], share: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A box per image (bool (n, 1, H, W)) and the image each box comes from.
+
+    A share ``share`` of the images gets a box covering 5-25% of the image, its aspect ratio
+    between 1:2 and 2:1; the rest get an empty box. The source of image i is image i+1 (mod n),
+    never itself when n > 1.
+    """
+    h, w = size
+    rand = torch.rand((n, 4), generator=generator)
+    on = torch.rand((n,), generator=generator) < share
+    area = (0.05 + 0.20 * rand[:, 0]) * h * w
+    aspect = torch.exp((rand[:, 1] * 2 - 1) * 0.6931)
+    bh = (area * aspect).sqrt().clamp(1, h).round().long()
+    bw = (area / aspect).sqrt().clamp(1, w).round().long()
+    y0 = (rand[:, 2] * (h - bh + 1)).long()
+    x0 = (rand[:, 3] * (w - bw + 1)).long()
+    ys = torch.arange(h).view(1, h, 1)
+    xs = torch.arange(w).view(1, 1, w)
+    box = (ys >= y0.view(-1, 1, 1)) & (ys < (y0 + bh).view(-1, 1, 1))
+    box = box & (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + bw).view(-1, 1, 1))
+    box = box & on.view(-1, 1, 1)
+    source = torch.roll(torch.arange(n), -1) if n > 1 else torch.arange(n)
+    return box.unsqueeze(1), source
+
+
+def mix(a: torch.Tensor, box: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``a`` with each image's box taken from image ``source[i]`` (images, masks, confidences)."""
+    return torch.where(box.to(a.device), a[source.to(a.device)], a)
+
+
+class ClassGuard:
+    """Keeps class pseudo-labels from collapsing onto one class when the unlabeled images
+    come from another domain.
+
+    ``da``: distribution alignment (ReMixMatch): weak-view probabilities times the labeled
+    class prior over their running mean, renormalised, then the fixed threshold.
+    ``freematch``: self-adaptive thresholds (FreeMatch): a global threshold from the running
+    mean confidence, scaled per class by the running mean probability over its maximum.
+    ``fixed``: the paper's fixed threshold.
+    """
+
+    def __init__(self, kind: str, n_classes: int, threshold: float, momentum: float) -> None:
+        self.kind, self.threshold, self.momentum = kind, threshold, momentum
+        uniform = torch.full((n_classes,), 1.0 / n_classes)
+        self.prior = uniform.clone()  # labeled class frequencies (running)
+        self.mean_probs = uniform.clone()  # running mean of weak-view probabilities
+        self.confidence = torch.tensor(1.0 / n_classes)  # running mean max probability
+
+    def update_prior(self, targets: torch.Tensor) -> None:
+        counts = torch.bincount(targets.cpu(), minlength=len(self.prior)).float()
+        if counts.sum() > 0:
+            freq = counts / counts.sum()
+            self.prior = self.momentum * self.prior + (1 - self.momentum) * freq
+
+    def targets(self, weak_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pseudo-labels and the keep mask for the weak-view logits (no gradient)."""
+        probs = torch.softmax(weak_logits.detach().float(), dim=1)
+        batch_mean = probs.mean(0).cpu()
+        self.mean_probs = self.momentum * self.mean_probs + (1 - self.momentum) * batch_mean
+        if self.kind == "da":
+            scale = (self.prior / self.mean_probs.clamp_min(1e-6)).to(probs.device)
+            probs = probs * scale
+            probs = probs / probs.sum(1, keepdim=True)
+        confidence, label = probs.max(dim=1)
+        if self.kind == "freematch":
+            batch_conf = confidence.mean().cpu()
+            self.confidence = self.momentum * self.confidence + (1 - self.momentum) * batch_conf
+            local = self.mean_probs / self.mean_probs.max()
+            per_class = (self.confidence * local).to(probs.device)
+            keep = confidence >= per_class[label]
+        else:
+            keep = confidence >= self.threshold
+        return label, keep
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"prior": self.prior, "mean_probs": self.mean_probs, "confidence": self.confidence}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prior = state["prior"].clone().float()
+        self.mean_probs = state["mean_probs"].clone().float()
+        self.confidence = state["confidence"].clone().float()
+
+
+@register
+class MultiMix(Method):
+    """Joint classifier and decoder with pixel pseudo-masks, CutMix, guarded class
+    pseudo-labels and the saliency bridge (see the module docstring)."""
+
+    name = "multimix"
+    description = "joint + pixel pseudo-masks, CutMix, guarded pseudo-labels, bridge"
+    Options = JointOptions
+
+    def __init__(self, options: Any = None, task: Any = None) -> None:
+        super().__init__(options, task)
+        n_classes = len(task.classes) if task is not None else 2
+        o = self.options
+        self.guard = ClassGuard(o.guard, n_classes, o.threshold, o.momentum)
+        self.teacher: nn.Module | None = None
+        self.seed = 0
+
+    @property
+    def streams(self) -> dict[str, Stream]:
+        return {
+            MASKED: Stream(MASKED, masks=True),
+            LABELED: Stream(LABELED, targets=True),
+            UNLABELED: Stream(UNLABELED, ("weak", STRONG), size="unlabeled"),
+        }
+
+    @property
+    def uses_bridge(self) -> bool:
+        return True
+
+    def setup(self, model: nn.Module) -> nn.Module | None:
+        if self.options.teacher == "ema":
+            self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        return None
+
+    def _teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """EMA teacher's class logits and mask probabilities on the weak view."""
+        out = self.teacher(x)
+        return out["logits"].float(), torch.sigmoid(out["mask_logits"].float())
+
+    def loss(
+        self, model: nn.Module, batch: Batch, step: int = 0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        w, task = self.options, self.task
+        seg, cls, unl = batch[MASKED], batch[LABELED], batch[UNLABELED]
+        weak_x, strong_x = unl["weak"].x, unl[STRONG].x
+        n_seg, n_u, n_cls = len(seg), len(unl), len(cls)
+        gen = torch.Generator().manual_seed(step * 1_000_003 + 17)  # resumable: from the step
+        box, source = cutmix_boxes(n_u, tuple(strong_x.shape[-2:]), w.cutmix, gen)
+        strong_x = mix(strong_x, box, source)
+        # Decoder rows first: masked, weak, strong; then the labeled class rows.
+        x = torch.cat([seg["weak"].x, weak_x, strong_x, cls["weak"].x])
+        n_dec = n_seg + 2 * n_u
+        trace = EncoderTrace() if model.traceable else None
+        if trace is None:
+            x.requires_grad_(True)
+        feats = model.encode(x, trace)
+        logits = model.classify(feats)
+        sal = (
+            traced_saliency(logits, feats, trace, rows=n_dec)
+            if trace is not None
+            else input_saliency(logits, x, rows=n_dec)
+        )
+        mask_logits = model.segment(
+            [leading_rows(f, n_dec) for f in feats], x[:n_dec].detach(), sal
+        )
+        logs: dict[str, float] = {}
+
+        seg_loss = dice_bce(mask_logits[:n_seg], seg["weak"].masks, seg.known)
+        total = w.seg * seg_loss
+        logs["loss_seg"] = seg_loss.item()
+
+        weak_logits = logits[n_seg : n_seg + n_u]
+        strong_logits = logits[n_seg + n_u : n_dec]
+        if self.teacher is not None:
+            with torch.no_grad():
+                weak_logits, weak_masks = self._teacher_targets(weak_x)
+        else:
+            weak_masks = torch.sigmoid(mask_logits[n_seg : n_seg + n_u].detach().float())
+
+        if w.pixel > 0:
+            target = mix(weak_masks, box, source)
+            pixel, keep = pixel_pseudo_loss(
+                mask_logits[n_seg + n_u : n_dec], target, w.pixel_threshold
+            )
+            total = total + w.pixel * pixel
+            logs["loss_pixel"] = pixel.item()
+            logs["pixel_kept"] = keep.float().mean().item()
+        if w.consistency > 0:
+            from multimix.methods.losses import bernoulli_kl
+
+            m = min(n_seg, n_u)
+            kl = bernoulli_kl(mask_logits[:m].detach(), mask_logits[n_seg : n_seg + m])
+            total = total + w.consistency * kl
+            logs["loss_kl"] = kl.item()
+
+        ce, cls_logs = task.supervised_loss(logits[n_dec : n_dec + n_cls], cls.targets)
+        total = total + w.cls * ce
+        logs |= cls_logs
+        self.guard.update_prior(cls.targets)
+        label, keep = self.guard.targets(weak_logits)
+        per = F.cross_entropy(strong_logits.float(), label, reduction="none")
+        pseudo = (per * keep).mean()
+        total = total + w.pseudo * pseudo
+        logs["loss_pseudo"] = pseudo.item()
+        logs["pseudo_kept"] = keep.float().mean().item()
+        logs["loss"] = total.item()
+        return total, logs
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        if self.teacher is None:
+            return
+        decay = self.options.ema_decay
+        with torch.no_grad():
+            for t, s in zip(
+                self.teacher.state_dict().values(), model.state_dict().values(), strict=True
+            ):
+                if t.is_floating_point():
+                    t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+                else:
+                    t.copy_(s)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"guard": self.guard.state_dict()}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "guard" in state:
+            self.guard.load_state_dict(state["guard"])
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"])

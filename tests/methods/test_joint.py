@@ -1,0 +1,150 @@
+"""The project's joint method: pixel pseudo-masks, CutMix, guarded class pseudo-labels, EMA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multimix.config import TrainConfig
+from multimix.core.batch import LABELED, MASKED, UNLABELED, Batch, Draw, View
+from multimix.core.errors import ConfigError
+from multimix.engine.checkpoint import load_state, load_weights
+from multimix.engine.trainer import train
+from multimix.methods.base import get_method
+from multimix.methods.joint import (
+    STRONG,
+    ClassGuard,
+    cutmix_boxes,
+    mix,
+    pixel_pseudo_loss,
+)
+from multimix.models.net import ModelConfig, MultiMixNet
+from tests.resume_helpers import assert_same_weights, stop_then_resume
+
+
+def test_pixel_pseudo_masks_honour_the_per_pixel_threshold():
+    probs = torch.tensor([[[[0.95, 0.05], [0.6, 0.3]]]])
+    logits = torch.zeros_like(probs, requires_grad=True)
+    loss, keep = pixel_pseudo_loss(logits, probs, threshold=0.9)
+    assert keep.tolist() == [[[[True, True], [False, False]]]]
+    loss.backward()
+    grad = logits.grad[0, 0]
+    # Kept pixels pull towards their hard label; the unsure ones get no gradient at all.
+    assert grad[0, 0] < 0 and grad[0, 1] > 0
+    assert grad[1, 0] == 0 and grad[1, 1] == 0
+    _, keep_low = pixel_pseudo_loss(logits, probs, threshold=0.65)
+    assert keep_low[0, 0, 1, 1] and not keep_low[0, 0, 1, 0]  # max(0.3, 0.7) >= 0.65
+
+
+def test_cutmix_moves_masks_with_images():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 1, 32, 32, generator=g)
+    masks = (images > 0.5).float()  # a mask that is a function of its image, pixel by pixel
+    box, source = cutmix_boxes(6, (32, 32), 1.0, g)
+    mixed_images, mixed_masks = mix(images, box, source), mix(masks, box, source)
+    assert torch.equal(mixed_masks, (mixed_images > 0.5).float())
+    area = box.float().mean(dim=(1, 2, 3))
+    assert ((area > 0.03) & (area < 0.3)).all()  # 5-25% of the image, up to rounding
+    assert torch.equal(source, torch.tensor([1, 2, 3, 4, 5, 0]))  # never its own image
+    none, _ = cutmix_boxes(6, (32, 32), 0.0, g)
+    assert not none.any()
+
+
+def test_distribution_alignment_keeps_a_shifted_domain_from_one_class():
+    """Every unlabeled image leans to class 1 (a domain shift); with a balanced labeled prior,
+    alignment brings class 0 back among the pseudo-labels, where the fixed threshold keeps
+    only class 1."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.stack([torch.randn(64, generator=g), torch.randn(64, generator=g) + 1.5], 1)
+    fixed = ClassGuard("fixed", 2, 0.6, momentum=0.0)
+    aligned = ClassGuard("da", 2, 0.6, momentum=0.0)
+    aligned.update_prior(torch.tensor([0, 1] * 8))
+    labels_fixed, keep_fixed = fixed.targets(logits)
+    labels_da, keep_da = aligned.targets(logits)
+    share_fixed = (labels_fixed[keep_fixed] == 0).float().mean()
+    share_da = (labels_da[keep_da] == 0).float().mean()
+    assert share_fixed < 0.15 and share_da > 0.3, (share_fixed, share_da)
+
+
+def test_freematch_thresholds_are_lower_for_the_rarer_class():
+    guard = ClassGuard("freematch", 2, 0.7, momentum=0.0)
+    logits = torch.tensor([[0.0, 3.0]] * 7 + [[1.0, 0.0]])
+    labels, keep = guard.targets(logits)
+    # The running mean favours class 1; class 0's threshold is scaled down, so its only,
+    # less confident, image (0.73) is kept too.
+    assert keep.all() and labels.tolist() == [1] * 7 + [0]
+
+
+def _batch(b=2, s=32) -> Batch:
+    g = torch.Generator().manual_seed(0)
+
+    def img():
+        return torch.rand(b, 1, s, s, generator=g)
+
+    weak = img()
+    unlabeled = Draw(torch.arange(b), {"weak": View(weak), STRONG: View(weak.flip(-2))})
+    return Batch(
+        {
+            MASKED: Draw.of(weak=img(), masks=(img() > 0.5).float(), known=torch.ones(b, 1) > 0),
+            LABELED: Draw.of(weak=img(), targets=torch.tensor([0, 1])),
+            UNLABELED: unlabeled,
+        }
+    )
+
+
+@pytest.mark.parametrize("teacher", ["self", "ema"])
+def test_joint_step_decodes_masked_weak_and_strong_rows(teacher):
+    method = get_method("multimix", {"teacher": teacher, "pixel_threshold": 0.5})
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    method.setup(net)
+    seen = []
+    net.decoder.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    loss, logs = method.loss(net, _batch())
+    loss.backward()
+    assert seen[-1] == 6  # 2 masked + 2 weak + 2 strong; the 2 class images skip the decoder
+    assert logs["pixel_kept"] == 1.0 and logs["loss_pixel"] > 0  # threshold 0.5 keeps all
+    assert "loss_kl" not in logs  # the paper's KL term is off by default (replaced)
+    dec = [p.grad for p in net.decoder.parameters() if p.grad is not None]
+    assert dec and any(g.abs().sum() > 0 for g in dec)
+
+
+def test_bad_joint_options_are_one_line_errors():
+    with pytest.raises(ConfigError, match="--guard"):
+        get_method("multimix", {"guard": "hope"})
+    with pytest.raises(ConfigError, match="--teacher"):
+        get_method("multimix", {"teacher": "oracle"})
+    with pytest.raises(ConfigError, match="--pixel-threshold"):
+        get_method("multimix", {"pixel_threshold": 0.2})
+
+
+def test_ema_teacher_and_guard_state_resume_exactly(tmp_path, phantom_dirs):
+    def cfg(name: str) -> TrainConfig:
+        return TrainConfig(
+            out=str(tmp_path / name),
+            method="multimix",
+            method_options={"teacher": "ema", "guard": "freematch"},
+            class_data=[str(phantom_dirs["cls"])],
+            seg_data=[str(phantom_dirs["seg"])],
+            labeled_class=12,
+            labeled_seg=6,
+            image_size=32,
+            widths=[8, 16, 16, 32, 32],
+            batch_size=4,
+            steps=6,
+            val_every=3,
+        )
+
+    full = train(cfg("full"))
+    resumed = stop_then_resume(cfg("resumed"), stop_after=2)
+    assert_same_weights(full, resumed)
+    a = load_state(full / "checkpoints" / "last.state.pt")["method"]
+    b = load_state(resumed / "checkpoints" / "last.state.pt")["method"]
+    assert a["teacher"].keys() == b["teacher"].keys()
+    for key in a["teacher"]:
+        assert torch.equal(a["teacher"][key], b["teacher"][key]), key
+    for key in ("prior", "mean_probs", "confidence"):
+        assert torch.equal(a["guard"][key], b["guard"][key]), key
+    # The teacher is an average of the student's weights, not a copy of them.
+    student = load_weights(full / "checkpoints" / "last.safetensors").state_dict()
+    key = "classifier.fc.weight" if "classifier.fc.weight" in student else next(iter(student))
+    assert not torch.equal(a["teacher"][key], student[key])
