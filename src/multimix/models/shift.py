@@ -20,6 +20,7 @@ from torch import nn
 
 SHIFT_FILE = "shift_reference.json"
 WARN_SHARE = 0.5  # predict warns when over half the images lie outside the training range
+MIN_VAL = 20  # fewer validation images: their 95th percentile is too rough to warn on
 
 
 @torch.no_grad()
@@ -67,7 +68,7 @@ def shift_score(features: torch.Tensor, reference: dict) -> dict:
         "outside_share": share,
         "median_distance_ratio": ratio,
         "n_images": len(d),
-        "warning": share is not None and share > WARN_SHARE,
+        "warning": share is not None and share > WARN_SHARE and reference["n_val"] >= MIN_VAL,
     }
 
 
