@@ -28,5 +28,14 @@ def test_register_lookup_and_one_line_errors():
 def test_built_in_parts_are_discovered_from_their_packages():
     assert {"multiclass", "multilabel"} <= set(TASKS)
     names = {key.split("/")[1] for key in METHODS}
-    assert {"unet", "enc", "encssl", "umtl", "umtls", "multimix", "multilabel"} <= names
-    assert set(available_methods("multilabel")) == {"multilabel", "multimix"}
+    assert {
+        "unet",
+        "enc",
+        "encssl",
+        "umtl",
+        "umtls",
+        "multimix",
+        "multimix-paper",
+        "multilabel",
+    } <= names
+    assert set(available_methods("multilabel")) == {"kacl", "multilabel", "multimix"}
