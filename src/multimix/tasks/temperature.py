@@ -21,7 +21,9 @@ MIN_IMAGES = 20  # fewer labeled validation images than this: a temperature woul
 
 def write_temperature(run: Path, model, bank, rows: torch.Tensor, device) -> float:
     """Fit on the labeled ``rows`` of ``bank``; write the file with the NLL and ECE it changed."""
-    labeled = rows[bank.labeled[rows]] if len(rows) else rows
+    if rows is None or not len(rows):
+        return 1.0  # nothing to fit on, nothing written
+    labeled = rows[bank.labeled[rows]]
     if len(labeled) < MIN_IMAGES:
         note = f"fewer than {MIN_IMAGES} labeled validation images: not fitted"
         info = {"temperature": 1.0, "fitted_on": None, "n_images": len(labeled), "note": note}

@@ -42,7 +42,7 @@ def test_multimix_loss_takes_the_autograd_saliency_for_a_resnet(monkeypatch):
 
     monkeypatch.setattr(multimix_methods, "traced_saliency", refuse)
     monkeypatch.setattr(multimix_methods, "input_saliency", recording)
-    method = get_method("multimix")
+    method = get_method("multimix-paper")
     net = MultiMixNet(ModelConfig(widths=WIDTHS, backbone="resnet")).train()
     loss, logs = method.loss(net, _batch())
     loss.backward()
