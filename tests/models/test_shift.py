@@ -28,3 +28,20 @@ def test_in_distribution_images_score_about_the_validation_share():
     assert far["outside_share"] > 0.9 and far["warning"]
     few = make_reference(train, val[:10])  # too few validation images to warn on
     assert not shift_score(same * 3 + 2, few)["warning"]
+
+
+def test_a_folder_is_measured_against_its_nearest_training_source():
+    from multimix.models.shift import make_references
+
+    g = torch.Generator().manual_seed(1)
+
+    def draw(n: int, shift: float) -> torch.Tensor:
+        return torch.randn(n, 16, generator=g) + shift
+
+    reference = make_references(
+        {"adult": (draw(300, 0.0), draw(100, 0.0)), "child": (draw(300, 6.0), draw(100, 6.0))}
+    )
+    like_child = shift_score(draw(200, 6.0), reference)
+    assert like_child["nearest_source"] == "child" and like_child["outside_share"] < 0.15
+    elsewhere = shift_score(draw(200, -6.0), reference)
+    assert elsewhere["outside_share"] > 0.9 and elsewhere["warning"]

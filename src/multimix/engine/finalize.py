@@ -5,8 +5,8 @@ Both steps read images already in memory and write one small JSON into the run f
 
 * ``postprocess.json``: per structure, whether keeping the largest components (as many as the
   training masks typically have) and filling holes raises the validation Dice;
-* ``shift_reference.json``: the training images' feature statistics and the validation
-  images' distances, against which a new folder's shift score is measured.
+* ``shift_reference.json``: per training source, its images' feature statistics and its
+  validation images' distances; a new folder is measured against the nearest source.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from multimix.data.bank import Bank
 from multimix.models.inference import run_model
 from multimix.models.net import MultiMixNet
 from multimix.models.postprocess import choose_plan, typical_components, write_plan
-from multimix.models.shift import make_reference, pooled_features, write_reference
+from multimix.models.shift import make_references, pooled_features, write_reference
 
 MAX_REFERENCE = 1024  # training images the feature reference is estimated on, at most
 
@@ -54,19 +54,28 @@ def write_shift_reference(
     model: MultiMixNet,
     bank: Bank,
     train_rows: torch.Tensor,
-    val_rows: torch.Tensor,
+    val_rows: dict[str, torch.Tensor],
     seed: int,
     device: torch.device,
 ) -> dict | None:
-    """Feature statistics of (up to ``MAX_REFERENCE``) training images and validation distances."""
-    if len(train_rows) < 2:
+    """Per training source: feature statistics of (up to ``MAX_REFERENCE``) of its training
+    images and the distances of its validation images (``val_rows``: source -> rows)."""
+    by_source: dict[str, list[int]] = {}
+    for row in train_rows.tolist():
+        by_source.setdefault(bank.records[row].source, []).append(row)
+    parts = {}
+    gen = torch.Generator().manual_seed(seed)
+    for name, rows in sorted(by_source.items()):
+        rows_t = torch.tensor(rows)
+        if len(rows_t) > MAX_REFERENCE:
+            pick = torch.randperm(len(rows_t), generator=gen)[:MAX_REFERENCE]
+            rows_t = rows_t[pick.sort().values]
+        val = val_rows.get(name, rows_t[:0])
+        train = pooled_features(model, bank.images[rows_t], device)
+        held = pooled_features(model, bank.images[val], device) if len(val) else train[:0]
+        parts[name] = (train, held)
+    reference = make_references(parts)
+    if not reference["sources"]:
         return None
-    if len(train_rows) > MAX_REFERENCE:
-        gen = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(len(train_rows), generator=gen)[:MAX_REFERENCE]
-        train_rows = train_rows[pick.sort().values]
-    train = pooled_features(model, bank.images[train_rows], device)
-    val = pooled_features(model, bank.images[val_rows], device) if len(val_rows) else train[:0]
-    reference = make_reference(train, val)
     write_reference(run, reference)
     return reference

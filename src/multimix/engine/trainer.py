@@ -392,8 +392,9 @@ class Trainer:
         if self.method.trains_segmentation:
             choose_postprocessing(self.run, best, bank, rows[MASKED], val_rows("seg"), self.device)
         train_rows = torch.cat([rows[MASKED], rows[UNMASKED]]).unique()
-        all_val = torch.cat(list(self.data.val.values())) if self.data.val else train_rows[:0]
-        write_shift_reference(self.run, best, bank, train_rows, all_val, self.cfg.seed, self.device)
+        write_shift_reference(
+            self.run, best, bank, train_rows, self.data.val, self.cfg.seed, self.device
+        )
 
     def _clock(self) -> float:
         """Seconds on the run's clock: wall time, or the CPU time of this process (all its

@@ -59,17 +59,40 @@ def make_reference(train: torch.Tensor, val: torch.Tensor) -> dict:
     return reference
 
 
+def make_references(parts: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """One reference per training source (its training and validation features).
+
+    Sources differ (pediatric class images, adult mask images): pooled into one reference,
+    the spread of one source would make the other look in-distribution. A new folder is
+    measured against the training source it lies nearest to.
+    """
+    return {"sources": {name: make_reference(t, v) for name, (t, v) in parts.items() if len(t) > 1}}
+
+
+def _per_source(reference: dict) -> dict[str, dict]:
+    return reference.get("sources") or {"training": reference}  # one-reference (older) files
+
+
 def shift_score(features: torch.Tensor, reference: dict) -> dict:
-    """The ``shift`` block of a source: share outside the validation 95% range, median ratio."""
-    d = distances(features, reference)
-    share = float((d > reference["val_p95"]).mean()) if len(d) else None
-    ratio = float(np.median(d) / reference["val_median"]) if len(d) else None
-    return {
-        "outside_share": share,
-        "median_distance_ratio": ratio,
-        "n_images": len(d),
-        "warning": share is not None and share > WARN_SHARE and reference["n_val"] >= MIN_VAL,
-    }
+    """The ``shift`` block of a source, against the nearest training source: share outside its
+    validation 95% range, median distance over its validation median."""
+    best: dict | None = None
+    for name, ref in _per_source(reference).items():
+        d = distances(features, ref)
+        if not len(d):
+            continue
+        block = {
+            "outside_share": float((d > ref["val_p95"]).mean()),
+            "median_distance_ratio": float(np.median(d) / ref["val_median"]),
+            "nearest_source": name,
+            "n_images": len(d),
+            "warning": False,
+        }
+        block["warning"] = block["outside_share"] > WARN_SHARE and ref["n_val"] >= MIN_VAL
+        if best is None or block["median_distance_ratio"] < best["median_distance_ratio"]:
+            best = block
+    empty = {"outside_share": None, "median_distance_ratio": None, "n_images": 0}
+    return best or {**empty, "nearest_source": None, "warning": False}
 
 
 def write_reference(run: Path, reference: dict) -> None:
