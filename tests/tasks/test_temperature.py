@@ -17,13 +17,17 @@ def test_fit_recovers_the_temperature_that_made_the_labels():
     assert fit_temperature(logits[:1], labels[:1]) == 1.0  # nothing to fit on
 
 
-def test_a_run_keeps_its_temperature_and_evaluation_uses_it(joint_run):
+def test_a_run_keeps_its_temperature_and_evaluation_uses_it(joint_run, tmp_path):
     from multimix.config import TrainConfig
 
+    # The 24-step fixture has 8 labeled validation images: too few, so nothing was fitted.
     info = json.loads((joint_run / "calibration.json").read_text())
+    assert info["temperature"] == 1.0 and info["fitted_on"] is None and "note" in info
+    # A run folder whose file holds another temperature: attach reads it, probabilities use it.
+    (tmp_path / "calibration.json").write_text(json.dumps({"temperature": 2.5}))
     task = TrainConfig.load(joint_run).make_task()
-    task.attach(joint_run)
-    assert task.temperature == info["temperature"]
+    task.attach(tmp_path)
+    assert task.temperature == 2.5
     logits = torch.tensor([[0.0, 2.0]])
-    expected = torch.softmax(logits / info["temperature"], dim=1)
-    assert torch.allclose(task.probabilities(logits), expected)
+    assert torch.allclose(task.probabilities(logits), torch.softmax(logits / 2.5, dim=1))
+    assert not torch.allclose(task.probabilities(logits), torch.softmax(logits, dim=1))

@@ -37,7 +37,7 @@ from torch import nn
 from multimix.core.batch import LABELED, MASKED, UNLABELED, Batch, Stream
 from multimix.core.errors import ConfigError
 from multimix.methods.base import LossWeights, Method, register
-from multimix.methods.losses import dice_bce
+from multimix.methods.losses import bernoulli_kl, dice_bce
 from multimix.models.encoder import EncoderTrace
 from multimix.models.net import leading_rows
 from multimix.models.saliency import input_saliency, traced_saliency
@@ -201,7 +201,6 @@ class MultiMix(Method):
         o = self.options
         self.guard = ClassGuard(o.guard, n_classes, o.threshold, o.momentum)
         self.teacher: nn.Module | None = None
-        self.seed = 0
 
     @property
     def streams(self) -> dict[str, Stream]:
@@ -274,8 +273,6 @@ class MultiMix(Method):
             logs["loss_pixel"] = pixel.item()
             logs["pixel_kept"] = keep.float().mean().item()
         if w.consistency > 0:
-            from multimix.methods.losses import bernoulli_kl
-
             m = min(n_seg, n_u)
             kl = bernoulli_kl(mask_logits[:m].detach(), mask_logits[n_seg : n_seg + m])
             total = total + w.consistency * kl
