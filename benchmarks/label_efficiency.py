@@ -74,6 +74,7 @@ def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
             train = ["train", "--out", run, "--method", method, "--image-size", args.image_size]
             train += ["--max-minutes", args.minutes, "--seed", seed, "--label-map", LABEL_MAP]
             train += ["--val-every", args.val_every, "--clock", args.clock]
+            train += ["--precision", args.precision]
             if args.threads:
                 train += ["--threads", args.threads]
             # Both sources in their roles for every method (a count of 0 where the method
@@ -189,6 +190,7 @@ def main() -> None:
     parser.add_argument("--class-labels", default="100")
     parser.add_argument("--masks", default="10")
     parser.add_argument("--name", default="label_efficiency", help="JSON/markdown file stem")
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (train)")
     args = parser.parse_args()
     class_counts, mask_counts = args.class_labels.split(","), args.masks.split(",")
     seeds = [int(x) for x in args.seeds.split(",")]

@@ -37,7 +37,8 @@ from multimix.methods.base import LossWeights, get_method
 from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
 from multimix.methods.multimix import JointObjective
 from multimix.models.blocks import NORMS
-from multimix.models.fusion import folded_for_inference
+from multimix.models.fusion import inference_network
+from multimix.models.inference import forward_in_chunks
 from multimix.models.net import ModelConfig, MultiMixNet
 from multimix.models.saliency import input_saliency
 
@@ -203,11 +204,12 @@ def train_step(setup: Setup, batch: Batch, autocast: Autocast = contextlib.nullc
 
 
 def infer_step(model: MultiMixNet, x: torch.Tensor, autocast: Autocast = contextlib.nullcontext):
-    """Class logits, mask logits and saliency of a batch, as ``engine.inference.predict``:
-    eval mode, a gradient only w.r.t. the input (for the bridge), the decoder without one."""
+    """Class logits, mask logits and saliency of a batch, as ``engine.inference.predict`` runs
+    them: the inference copy (``models.fusion.inference_network``) in chunks, the saliency
+    walked back by hand, the decoder without gradients."""
     model.eval()
     with autocast():
-        return model(x)
+        return forward_in_chunks(model, x)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -285,7 +287,8 @@ def _measure(cfg: BenchConfig, device: torch.device, log: Callable[[str], object
         setups = {"train": build(cfg, device), "straightforward": build(cfg, device, True)}
         for name, s in setups.items():
             calls[f"{name}/{p}"] = lambda s=s, a=autocast: train_step(s, batch, a)
-        model = folded_for_inference(setups["train"].model)  # a folded copy, as ``predict``
+        # the inference copy ``predict`` runs: folded, fused, in this precision's dtype
+        model = inference_network(setups["train"].model, DTYPES[p])
         calls[f"infer/{p}"] = lambda m=model, a=autocast: infer_step(m, x, a)
     # FLOPs do not depend on the dtype: counted once, on the first precision's calls.
     work = {k: count_flops(calls[f"{k}/{timed[0]}"]) / n / 1e9 for k, n in sizes.items()}

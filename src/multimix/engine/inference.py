@@ -30,4 +30,5 @@ def predict(
         model, images, device, task.probabilities, batch_size, keep_saliency,
         keep_maps=task.keeps_activation_maps(model),
         context=lambda: precision_context(chosen, device),
+        dtype=torch.bfloat16 if chosen == "bf16" else torch.float32,
     )  # fmt: skip

@@ -93,9 +93,23 @@ def time_rounds(
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call as torch counts them: matmuls and convolutions, forward and backward
     (elementwise work such as batch norm is not counted; it is what the peak share leaves out)."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_FUSED_FLOPS) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def _fused_conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """oneDNN's conv + post-op (``models.fusion.ConvReLU``) counts as its convolution."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(list(x_shape), list(w_shape), list(out_shape), transposed=False)
+
+
+_FUSED_FLOPS = (
+    {torch.ops.mkldnn._convolution_pointwise: _fused_conv_flops}
+    if hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    else {}
+)
 
 
 def matmul_peaks(

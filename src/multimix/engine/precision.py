@@ -1,17 +1,21 @@
 """Which arithmetic the network runs in: ``--precision auto|fp32|bf16``.
 
-``bf16`` runs the network under ``torch.autocast(..., dtype=torch.bfloat16)``: convolutions and
-matmuls take bf16 inputs, everything else stays as autocast leaves it. On purpose, fp32 stays:
+``bf16`` trains under ``torch.autocast(..., dtype=torch.bfloat16)``: convolutions and matmuls
+take bf16 inputs, everything else stays as autocast leaves it. Inference runs a bf16 copy of the
+network (``models.fusion.inference_network``: batch norm folded, conv + ReLU fused, bf16
+weights and activations from layer to layer, so no cast passes). On purpose, fp32 stays:
 
-- the master weights and the optimizer state (autocast never changes a parameter's dtype, so
-  checkpoints are fp32 and load in either precision);
+- the master weights and the optimizer state (autocast never changes a parameter's dtype, and
+  the inference copy is a copy, so checkpoints are fp32 and load in either precision);
 - the losses: ``Trainer._train_step`` takes the loss as the method returns it; autocast runs
   cross-entropy, BCE-with-logits and the softmax/sigmoid they need in fp32 on CPU and GPU
   (torch's fp32 list), and ``backward`` runs outside the context;
-- class and mask probabilities (``.float()`` before softmax/sigmoid in ``predict``) and every
-  metric, which are computed from them;
-- the traced saliency's walk back (``models.saliency``: its gradient is cast to fp32 before the
-  hand-written convolution backward) and the per-image max normalisation of every saliency map;
+- the per-image standardisation of the input (``MultiMixNet.normalize``: a bf16 mean over 65k
+  pixels is too coarse), class and mask probabilities (``.float()`` before softmax/sigmoid in
+  ``predict``) and every metric, which are computed from them;
+- the saliency's input-normalisation backward and its per-image max scaling. Its walk back
+  through the encoder runs in the features' dtype: in bf16 it agrees with the fp32 walk of the
+  same pass (correlation > 0.99, tests/models/test_fusion.py);
 - validation during training (``engine.evaluate`` predicts in fp32), so the best checkpoint is
   chosen on the same numbers as before.
 

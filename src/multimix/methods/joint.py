@@ -243,7 +243,7 @@ class MultiMix(Method):
         feats = model.encode(x, trace)
         logits = model.classify(feats)
         sal = (
-            traced_saliency(logits, feats, trace, rows=n_dec)
+            traced_saliency(logits, feats, trace, n_dec, walk_dtype=feats[-1].dtype)
             if trace is not None
             else input_saliency(logits, x, rows=n_dec)
         )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from multimix.models.fusion import folded_for_inference
+from multimix.models.fusion import inference_network
 from multimix.models.net import MultiMixNet
 
 
@@ -33,23 +33,25 @@ def run_model(
     keep_saliency: bool = False,
     keep_maps: bool = False,
     context: Callable[[], AbstractContextManager] = nullcontext,
+    dtype: torch.dtype = torch.float32,
 ) -> Predictions:
     """Run the model in eval mode over uint8 (N, 1, S, S) images in batches.
 
     ``probabilities`` maps the logits (the task's softmax or sigmoids); ``keep_maps`` keeps the
     per-class activation maps; ``context`` wraps the network call alone (the engine's
     precision: probabilities, masks and their concatenation stay fp32). It runs a copy with
-    batch norm folded into the convolutions (``models.fusion``): the same outputs, faster;
-    ``model`` itself is only switched to eval.
+    batch norm folded into the convolutions and conv + ReLU fused, in ``dtype``
+    (``models.fusion.inference_network``): the same outputs, faster; ``model`` itself is only
+    switched to eval.
     """
     model.eval()
-    net = folded_for_inference(model)
+    net = inference_network(model, dtype)
     probs, masks, sal, maps = [], [], [], []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255.0)
         x = x.contiguous(memory_format=torch.channels_last)
         with context():
-            out = net(x, activation_maps=keep_maps)
+            out = forward_in_chunks(net, x, keep_maps)
         probs.append(probabilities(out["logits"]).cpu())
         if keep_maps:
             maps.append(out["activation_maps"].float().cpu())
@@ -63,3 +65,19 @@ def run_model(
         torch.cat(sal) if sal else None,
         torch.cat(maps) if maps else None,
     )
+
+
+# Images per network call on CPU: every image's outputs are its own in eval mode, so a batch
+# can be split freely, and feature maps of a few 256 px images stay in cache between layers
+# (4 ran 1.27x faster than 32 in bf16 and 1.25x in fp32: benchmarks/results/bf16_design.md).
+CPU_CHUNK = 4
+
+
+def forward_in_chunks(
+    net: MultiMixNet, x: torch.Tensor, activation_maps: bool = False
+) -> dict[str, torch.Tensor]:
+    """``net(x)`` in chunks of ``CPU_CHUNK`` images on CPU (one call elsewhere), joined."""
+    if x.device.type != "cpu" or x.shape[0] <= CPU_CHUNK:
+        return net(x, activation_maps=activation_maps)
+    parts = [net(c, activation_maps=activation_maps) for c in x.split(CPU_CHUNK)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -12,7 +12,7 @@ from torch import nn
 from multimix.models.backbones import DEFAULT_BACKBONE, Backbone, EncoderTrace, get_backbone
 from multimix.models.blocks import norm_layer
 from multimix.models.decoder import Decoder
-from multimix.models.saliency import input_saliency
+from multimix.models.saliency import input_saliency, traced_saliency
 
 BRIDGE_CHANNELS = 16
 
@@ -62,7 +62,7 @@ class SaliencyBridge(nn.Module):
     def forward(
         self, image: torch.Tensor, saliency: torch.Tensor, size: torch.Size
     ) -> torch.Tensor:
-        joined = torch.cat([image, saliency], dim=1)
+        joined = torch.cat([image, saliency], dim=1).to(self.embed[0].weight.dtype)
         return self.embed(F.adaptive_avg_pool2d(joined, size))
 
 
@@ -137,7 +137,14 @@ class MultiMixNet(nn.Module):
         """Feature maps per level; with ``trace``, also what a saliency walk-back needs."""
         if trace is not None:
             trace.image, trace.normalize = x.detach(), self.normalize
-        return self.encoder(self.normalize(x), trace)
+        # Standardised in the input's dtype (fp32: a bf16 mean over 65k pixels is too coarse),
+        # then handed over in the encoder's (bf16 for a bf16 inference copy; a no-op otherwise).
+        z = self.normalize(x)
+        return self.encoder(z.to(self.encoder_dtype), trace)
+
+    @property
+    def encoder_dtype(self) -> torch.dtype:
+        return next(self.encoder.parameters()).dtype
 
     def classify(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.classifier(feats[-1])
@@ -160,12 +167,15 @@ class MultiMixNet(nn.Module):
         """Inference on a batch: class logits, mask logits and (with the bridge) saliency;
         also the per-class ``activation_maps`` when the model has a localization head or the
         caller asks for them (a task whose evaluation reads them)."""
-        needs_grad = self.bridge is not None
-        with torch.enable_grad() if needs_grad else torch.no_grad():
-            x = x.detach().requires_grad_(needs_grad)
-            feats = self.encode(x)
-            logits = self.classify(feats)
-            sal = input_saliency(logits, x) if needs_grad else None
+        if self.bridge is not None and self.traceable:
+            feats, logits, sal = self._encode_traced(x)
+        else:
+            needs_grad = self.bridge is not None
+            with torch.enable_grad() if needs_grad else torch.no_grad():
+                x = x.detach().requires_grad_(needs_grad)
+                feats = self.encode(x)
+                logits = self.classify(feats)
+                sal = input_saliency(logits, x) if needs_grad else None
         with torch.no_grad():
             feats = [f.detach() for f in feats]
             masks = self.segment(feats, x.detach(), sal)
@@ -176,6 +186,24 @@ class MultiMixNet(nn.Module):
         if sal is not None:
             out["saliency"] = sal
         return out
+
+    def _encode_traced(
+        self, x: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Features, logits and saliency with the encoder run without autograd and walked back
+        by hand (``traced_saliency``): no graph is kept, fused inference kernels may run, and
+        the walk goes in the encoder's dtype (bf16 for a bf16 copy; tested against fp32)."""
+        trace = EncoderTrace()
+        with torch.no_grad():
+            feats = self.encode(x.detach(), trace)
+        with torch.enable_grad():  # also under a caller's no_grad (batch-norm adaptation)
+            # a view, not the leaf itself: module hooks (torch's FLOP counter) cannot take a
+            # gradient with respect to a leaf
+            last = feats[-1].detach().requires_grad_(True).view_as(feats[-1])
+            feats = [*feats[:-1], last]
+            logits = self.classify(feats)
+            sal = traced_saliency(logits, feats, trace, rows=x.shape[0], walk_dtype=last.dtype)
+        return feats, logits, sal
 
 
 class _LeadingRows(torch.autograd.Function):
