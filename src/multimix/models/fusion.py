@@ -9,7 +9,7 @@ Two steps, each exact in eval mode:
   the whole copy is cast to the dtype inference runs in (bf16 weights and activations from end
   to end, so no cast passes between layers). On CPU a separate ReLU is a full pass over every
   feature map: in bf16, where the convolutions themselves run on the matrix units, those passes
-  were a fifth of the inference time (measured: benchmarks/results/bf16_design.md).
+  were 18% of the inference self time (measured: benchmarks/results/bf16_design.md).
 """
 
 from __future__ import annotations
