@@ -253,10 +253,10 @@ class Model:
             self._refold()
 
     def _refold(self) -> None:
+        from multimix.engine.precision import precision_dtype
         from multimix.models.fusion import inference_network
 
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self.fast = inference_network(self.net, dtype)  # same outputs, fewer passes
+        self.fast = inference_network(self.net, precision_dtype(self.precision))
 
     def prepare(self, images: Sequence[np.ndarray], adapt: bool = False) -> list[str]:
         """Look at the images to be predicted before predicting them; notes back.
@@ -405,10 +405,9 @@ class Model:
             values = self.session.run(None, {"image": x.numpy().astype(np.float32)})
             return {n: torch.from_numpy(v) for n, v in zip(names, values, strict=True)}
         from multimix.engine.precision import precision_context
-
-        xd = x.to(self.device).contiguous(memory_format=torch.channels_last)
         from multimix.models.inference import forward_in_chunks
 
+        xd = x.to(self.device).contiguous(memory_format=torch.channels_last)
         with precision_context(self.precision, self.device):  # the network only
             out = forward_in_chunks(self.fast, xd)
         return {k: v.detach().float().cpu() for k, v in out.items()}

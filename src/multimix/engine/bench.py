@@ -32,7 +32,7 @@ from multimix.engine.measure import (
     synchronizer,
     time_rounds,
 )
-from multimix.engine.precision import choose_precision
+from multimix.engine.precision import choose_precision, precision_dtype
 from multimix.methods.base import LossWeights, get_method
 from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
 from multimix.methods.multimix import JointObjective
@@ -214,7 +214,6 @@ def infer_step(model: MultiMixNet, x: torch.Tensor, autocast: Autocast = context
 
 # -- the run -----------------------------------------------------------------------------------
 BENCH_PRECISIONS = ("auto", "fp32", "bf16", "both")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def bench_precisions(cfg: BenchConfig, device: torch.device) -> tuple[list[str], str, str]:
@@ -270,7 +269,9 @@ def _measure(cfg: BenchConfig, device: torch.device, log: Callable[[str], object
 
     size = cfg.matmul_size or (8192 if device.type == "cuda" else 2048)
     log(f"matmul peak: {size}x{size}, best of {cfg.matmul_repeats}, before and after the timings")
-    peaks_before = {p: matmul_peaks(device, size, cfg.matmul_repeats, DTYPES[p]) for p in timed}
+    peaks_before = {
+        p: matmul_peaks(device, size, cfg.matmul_repeats, precision_dtype(p)) for p in timed
+    }
 
     batch = synthetic_batch(cfg).to(device)
     n_train = images_per_step(batch)
@@ -288,7 +289,7 @@ def _measure(cfg: BenchConfig, device: torch.device, log: Callable[[str], object
         for name, s in setups.items():
             calls[f"{name}/{p}"] = lambda s=s, a=autocast: train_step(s, batch, a)
         # the inference copy ``predict`` runs: folded, fused, in this precision's dtype
-        model = inference_network(setups["train"].model, DTYPES[p])
+        model = inference_network(setups["train"].model, precision_dtype(p))
         calls[f"infer/{p}"] = lambda m=model, a=autocast: infer_step(m, x, a)
     # FLOPs do not depend on the dtype: counted once, on the first precision's calls.
     work = {k: count_flops(calls[f"{k}/{timed[0]}"]) / n / 1e9 for k, n in sizes.items()}
@@ -302,7 +303,9 @@ def _measure(cfg: BenchConfig, device: torch.device, log: Callable[[str], object
     if cfg.profile_steps:
         log(f"profiling {cfg.profile_steps} training steps ({top})")
         profile = profile_operators(calls[f"train/{top}"], cfg.profile_steps, device)
-    peaks_after = {p: matmul_peaks(device, size, cfg.matmul_repeats, DTYPES[p]) for p in timed}
+    peaks_after = {
+        p: matmul_peaks(device, size, cfg.matmul_repeats, precision_dtype(p)) for p in timed
+    }
 
     precisions = {}
     for p in timed:

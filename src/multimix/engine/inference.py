@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from multimix.engine.precision import precision_context, resolve_precision
+from multimix.engine.precision import precision_context, precision_dtype, resolve_precision
 from multimix.models.inference import Predictions, run_model
 from multimix.models.net import MultiMixNet
 from multimix.tasks.base import Task, task_for_model
@@ -30,5 +30,5 @@ def predict(
         model, images, device, task.probabilities, batch_size, keep_saliency,
         keep_maps=task.keeps_activation_maps(model),
         context=lambda: precision_context(chosen, device),
-        dtype=torch.bfloat16 if chosen == "bf16" else torch.float32,
+        dtype=precision_dtype(chosen),
     )  # fmt: skip

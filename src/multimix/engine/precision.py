@@ -204,6 +204,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return choose_precision(name, device)[0]
 
 
+def precision_dtype(precision: str) -> torch.dtype:
+    """The dtype an inference copy runs in for a resolved precision (fp32 or bf16)."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def precision_context(precision: str, device: torch.device) -> AbstractContextManager:
     """bf16 autocast for ``"bf16"``, nothing for ``"fp32"`` (resolve ``auto`` first)."""
     if precision == "bf16":

@@ -59,12 +59,6 @@ class ConvReLU(nn.Conv2d):
     hand, ``models.saliency.traced_saliency``).
     """
 
-    @classmethod
-    def of(cls, conv: nn.Conv2d) -> ConvReLU:
-        fused = cls.__new__(cls)
-        fused.__dict__ = conv.__dict__.copy()
-        return fused
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode == "zeros" and _onednn_fuses(x):
             bias = None if self.bias is None else self.bias.to(x.dtype)
@@ -79,15 +73,16 @@ class UpConvInference(nn.ConvTranspose2d):
     """``UpConv`` with the bias inside the transposed convolution (its training reason, a slow
     bias gradient, does not apply without gradients): one pass less over each upsampled map."""
 
-    @classmethod
-    def of(cls, up: UpConv) -> UpConvInference:
-        plain = cls.__new__(cls)
-        plain.__dict__ = up.__dict__.copy()
-        return plain
-
-    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.conv_transpose2d(x, self.weight.to(x.dtype), bias, self.stride)
+
+
+def _retyped(module: nn.Module, cls: type[nn.Module]) -> nn.Module:
+    """``module`` as an instance of ``cls`` with the same parameters and settings (no copy)."""
+    new = cls.__new__(cls)
+    new.__dict__ = module.__dict__.copy()
+    return new
 
 
 def fuse_conv_relu(module: nn.Module) -> None:
@@ -103,7 +98,7 @@ def fuse_conv_relu(module: nn.Module) -> None:
                 continue
             j = i + 1 if not isinstance(seq[i + 1], nn.Identity) else i + 2
             if j < len(seq) and isinstance(seq[j], nn.ReLU):
-                seq[i] = ConvReLU.of(conv)
+                seq[i] = _retyped(conv, ConvReLU)
                 seq[j] = nn.Identity()
 
 
@@ -121,5 +116,5 @@ def inference_network(model: MultiMixNet, dtype: torch.dtype = torch.float32) ->
     for parent in list(net.modules()):
         for key, child in parent.named_children():
             if isinstance(child, UpConv):
-                setattr(parent, key, UpConvInference.of(child))
+                setattr(parent, key, _retyped(child, UpConvInference))
     return net.to(dtype=dtype)

@@ -69,7 +69,7 @@ def run_model(
 
 # Images per network call on CPU: every image's outputs are its own in eval mode, so a batch
 # can be split freely, and feature maps of a few 256 px images stay in cache between layers
-# (4 ran 1.27x faster than 32 in bf16 and 1.25x in fp32: benchmarks/results/bf16_design.md).
+# (4 ran 1.27x faster than 32 in bf16 and 1.26x in fp32: benchmarks/results/bf16_design.md).
 CPU_CHUNK = 4
 
 

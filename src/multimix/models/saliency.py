@@ -45,7 +45,7 @@ def traced_saliency(
     The walk runs in ``walk_dtype``; callers pass the dtype of the features, so under bf16
     (autocast in training, a bf16 copy in inference) its convolutions run on the matrix units
     too. The bf16 walk agrees with the fp32 walk of the same pass (correlation > 0.99:
-    tests/models/test_fusion.py) and made a bf16 training step 14% faster. The input
+    tests/models/test_fusion.py) and cut a bf16 training step's time by 14%. The input
     normalisation's backward and the scaling to max 1 are always fp32.
     """
     if trace.image is None or trace.normalize is None or not trace.layers:
