@@ -26,15 +26,33 @@ LABEL_MAP = "covid=pneumonia,ards=pneumonia"
 
 
 def run_key(method: str, n_cls: str, n_seg: str, seed: int = 0) -> str:
-    return f"{method}-c{n_cls}-m{n_seg}" + (f"-s{seed}" if seed else "")
+    name = method.replace("[", "-").replace("]", "").replace("=", "").replace(";", "-")
+    return f"{name}-c{n_cls}-m{n_seg}" + (f"-s{seed}" if seed else "")
+
+
+def base_method(spec: str) -> str:
+    """``multimix[guard=fixed]`` -> ``multimix``: a variant is a method with options."""
+    return spec.split("[", 1)[0]
+
+
+def variant_flags(spec: str) -> list[str]:
+    """``multimix[guard=fixed;w-consistency=0.01]`` -> ``--guard fixed --w-consistency 0.01``."""
+    if "[" not in spec:
+        return []
+    flags = []
+    for item in spec.split("[", 1)[1].rstrip("]").split(";"):
+        key, _, value = item.partition("=")
+        flags += [f"--{key.strip()}", value.strip()]
+    return flags
 
 
 def configurations(methods, class_counts, mask_counts):
     """Unique runs: a method that ignores class labels (or masks) is run once per other axis."""
     seen = set()
     for method in methods:
-        for n_cls in class_counts if method in USES_CLASS else ["0"]:
-            for n_seg in mask_counts if method in USES_MASKS else ["0"]:
+        base = base_method(method)
+        for n_cls in class_counts if base in USES_CLASS else ["0"]:
+            for n_seg in mask_counts if base in USES_MASKS else ["0"]:
                 if (method, n_cls, n_seg) not in seen:
                     seen.add((method, n_cls, n_seg))
                     yield method, n_cls, n_seg
@@ -71,8 +89,10 @@ def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
         ).exists():
             multimix("train", "--resume", run)
         elif not (run / "shift_reference.json").exists():
-            train = ["train", "--out", run, "--method", method, "--image-size", args.image_size]
-            train += ["--max-minutes", args.minutes, "--seed", seed, "--label-map", LABEL_MAP]
+            train = ["train", "--out", run, "--method", base_method(method)]
+            train += [*variant_flags(method), "--image-size", args.image_size]
+            budget = ["--steps", args.steps] if args.steps else ["--max-minutes", args.minutes]
+            train += [*budget, "--seed", seed, "--label-map", LABEL_MAP]
             train += ["--val-every", args.val_every, "--clock", args.clock]
             train += ["--precision", args.precision]
             if args.threads:
@@ -116,7 +136,8 @@ def figures(r: dict) -> dict[str, float | None]:
             block = (block or {}).get(key)
         return block
 
-    cls, seg = r["method"] in USES_CLASS, r["method"] in USES_MASKS
+    base = base_method(r["method"])
+    cls, seg = base in USES_CLASS, base in USES_MASKS
     kp, cv = "kermany_pneumonia", "covid_ieee8023"
     ph_ad, ph_ped = "adult", "pediatric"
     a = r["adapted"]
@@ -167,8 +188,8 @@ def table(results: list[dict]) -> str:
                 cells.append(f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}")
             else:
                 cells.append(cell(values[0]))
-        shown_cls = n_cls if method in USES_CLASS else "-"
-        shown_seg = n_seg if method in USES_MASKS else "-"
+        shown_cls = n_cls if base_method(method) in USES_CLASS else "-"
+        shown_seg = n_seg if base_method(method) in USES_MASKS else "-"
         lines.append(
             f"| {method} | {shown_cls} | {shown_seg} | {len(rows)} | " + " | ".join(cells) + " |"
         )
@@ -180,13 +201,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--minutes", type=float, default=8.0, help="training budget per run")
+    parser.add_argument("--steps", type=int, default=0, help="train N steps instead (0: minutes)")
     parser.add_argument("--clock", default="cpu", help="wall or cpu (fair on a shared machine)")
     parser.add_argument("--threads", type=int, default=1, help="threads per run (0: all)")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--val-every", type=int, default=25)
-    parser.add_argument("--methods", default="multimix,multimix-paper,unet,enc")
+    parser.add_argument(
+        "--methods",
+        default="multimix,multimix-paper,unet,enc",
+        help="comma-separated; a variant adds train options: multimix[guard=fixed;teacher=ema]",
+    )
     parser.add_argument("--class-labels", default="100")
     parser.add_argument("--masks", default="10")
     parser.add_argument("--name", default="label_efficiency", help="JSON/markdown file stem")

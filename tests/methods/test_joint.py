@@ -108,6 +108,26 @@ def test_joint_step_decodes_masked_weak_and_strong_rows(teacher):
     assert dec and any(g.abs().sum() > 0 for g in dec)
 
 
+def test_mask_view_strong_trains_the_decoder_on_the_strong_masked_view():
+    """``mask_view=strong`` draws the masked images in the strong view (masks follow its
+    geometry: tests/data) and the supervised Dice/BCE reads that view's masks."""
+    method = get_method("multimix", {"mask_view": "strong", "pixel": 0.0})
+    assert method.streams[MASKED].views == ("strong",) and method.streams[MASKED].masks
+    assert get_method("multimix").streams[MASKED].views == ("weak",)  # the default
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    batch = _batch()
+    seg = batch[MASKED]
+    x, masks = seg["weak"].x, seg["weak"].masks
+    batch[MASKED] = Draw.of(strong=x, masks=masks, known=seg.known)
+    loss, logs = method.loss(net, batch)
+    inverted = Draw.of(strong=x, masks=1 - masks, known=seg.known)
+    batch[MASKED] = inverted
+    _, logs_inverted = method.loss(net, batch)
+    assert logs["loss_seg"] != logs_inverted["loss_seg"]  # the strong view's masks count
+    with pytest.raises(KeyError):
+        get_method("multimix").loss(net, batch)  # the weak default finds no weak view
+
+
 def test_bad_joint_options_are_one_line_errors():
     with pytest.raises(ConfigError, match="--guard"):
         get_method("multimix", {"guard": "hope"})
@@ -115,6 +135,8 @@ def test_bad_joint_options_are_one_line_errors():
         get_method("multimix", {"teacher": "oracle"})
     with pytest.raises(ConfigError, match="--pixel-threshold"):
         get_method("multimix", {"pixel_threshold": 0.2})
+    with pytest.raises(ConfigError, match="--mask-view"):
+        get_method("multimix", {"mask_view": "sideways"})
 
 
 def test_ema_teacher_and_guard_state_resume_exactly(tmp_path, phantom_dirs):

@@ -44,6 +44,7 @@ from multimix.models.saliency import input_saliency, traced_saliency
 
 STRONG = "weak>photometric"  # the strong view, pixel-aligned with the weak one
 GUARDS = ("da", "freematch", "fixed")
+MASK_VIEWS = ("weak", "strong")
 TEACHERS = ("self", "ema")
 
 
@@ -60,6 +61,9 @@ class JointOptions(LossWeights):
         default=0.9, metadata={"help": "Confidence a pixel pseudo-label needs."}
     )
     cutmix: float = field(default=0.5, metadata={"help": "Share of strong views CutMixed."})
+    mask_view: str = field(
+        default="weak", metadata={"help": "View of the masked images: weak|strong."}
+    )
     guard: str = field(default="da", metadata={"help": "Class pseudo-labels: da|freematch|fixed."})
     teacher: str = field(default="self", metadata={"help": "Targets from: self|ema."})
     ema_decay: float = field(default=0.99, metadata={"help": "EMA teacher decay."})
@@ -75,6 +79,10 @@ class JointOptions(LossWeights):
             raise ConfigError("--cutmix must lie in [0, 1]")
         if self.guard not in GUARDS:
             raise ConfigError(f"--guard must be one of {', '.join(GUARDS)}, not {self.guard!r}")
+        if self.mask_view not in MASK_VIEWS:
+            raise ConfigError(
+                f"--mask-view must be one of {', '.join(MASK_VIEWS)}, not {self.mask_view!r}"
+            )
         if self.teacher not in TEACHERS:
             raise ConfigError(
                 f"--teacher must be one of {', '.join(TEACHERS)}, not {self.teacher!r}"
@@ -205,7 +213,7 @@ class MultiMix(Method):
     @property
     def streams(self) -> dict[str, Stream]:
         return {
-            MASKED: Stream(MASKED, masks=True),
+            MASKED: Stream(MASKED, (self.options.mask_view,), masks=True),
             LABELED: Stream(LABELED, targets=True),
             UNLABELED: Stream(UNLABELED, ("weak", STRONG), size="unlabeled"),
         }
@@ -235,7 +243,8 @@ class MultiMix(Method):
         box, source = cutmix_boxes(n_u, tuple(strong_x.shape[-2:]), w.cutmix, gen)
         strong_x = mix(strong_x, box, source)
         # Decoder rows first: masked, weak, strong; then the labeled class rows.
-        x = torch.cat([seg["weak"].x, weak_x, strong_x, cls["weak"].x])
+        seg_view = seg[w.mask_view]
+        x = torch.cat([seg_view.x, weak_x, strong_x, cls["weak"].x])
         n_dec = n_seg + 2 * n_u
         trace = EncoderTrace() if model.traceable else None
         if trace is None:
@@ -252,7 +261,7 @@ class MultiMix(Method):
         )
         logs: dict[str, float] = {}
 
-        seg_loss = dice_bce(mask_logits[:n_seg], seg["weak"].masks, seg.known)
+        seg_loss = dice_bce(mask_logits[:n_seg], seg_view.masks, seg.known)
         total = w.seg * seg_loss
         logs["loss_seg"] = seg_loss.item()
 

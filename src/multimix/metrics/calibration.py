@@ -48,22 +48,43 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """The temperature T minimising the NLL of softmax(logits / T) (Guo et al. 2017).
 
-    One scalar, fitted on held-out validation images: it rescales confidence without changing
-    any prediction's argmax. Searched over log T (so T stays positive) with LBFGS; 1.0 when
-    there is nothing to fit on.
+    One scalar: it rescales confidence without changing any prediction's argmax.
     """
+    return fit_calibration(logits, targets, with_bias=False)[0]
+
+
+def fit_calibration(
+    logits: torch.Tensor, targets: torch.Tensor, with_bias: bool = True
+) -> tuple[float, list[float]]:
+    """Temperature T and class biases b minimising the NLL of softmax(logits / T + b).
+
+    Bias-corrected temperature scaling (Alexandari et al. 2020): the temperature fixes the
+    over-confidence, the biases the operating point. A checkpoint chosen by AUC can rank the
+    validation images almost perfectly and still call most normals pneumonia; the biases move
+    the decision to where the validation labels put it. The first class's bias is held at 0
+    (softmax is unchanged by a common shift). Fitted on held-out validation images with LBFGS
+    over log T; (1.0, zeros) when there is nothing to fit on.
+    """
+    n_classes = logits.shape[1] if logits.ndim == 2 else 1
+    identity = (1.0, [0.0] * n_classes)
     if len(targets) < 2:
-        return 1.0
+        return identity
     logits, targets = logits.detach().double(), targets.long()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
+    rest = torch.zeros(n_classes - 1, dtype=torch.float64, requires_grad=with_bias)
+    params = [log_t, rest] if with_bias else [log_t]
+    opt = torch.optim.LBFGS(params, lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), targets)
+        bias = torch.cat([torch.zeros(1, dtype=torch.float64), rest])
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp() + bias, targets)
         loss.backward()
         return loss
 
     opt.step(closure)
-    value = float(log_t.detach().exp().clamp(0.05, 20.0))
-    return value if np.isfinite(value) else 1.0
+    t = float(log_t.detach().exp().clamp(0.05, 20.0))
+    bias = [0.0, *(float(b) for b in rest.detach())]
+    if not (np.isfinite(t) and np.isfinite(bias).all()):
+        return identity
+    return t, bias

@@ -38,21 +38,26 @@ class MultiClass(Task):
     metric_key = "classification"
 
     temperature: float = 1.0  # fitted on validation after training (RUN/calibration.json)
+    bias: list[float] | None = None  # per-class logit bias, fitted with it (None: none)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Softmax over the classes, of the logits over the run's temperature."""
-        return torch.softmax(logits.float() / self.temperature, dim=1)
+        """Softmax over the classes of the calibrated logits: over the run's temperature,
+        plus its class biases."""
+        z = logits.float() / self.temperature
+        if self.bias is not None:
+            z = z + torch.tensor(self.bias, dtype=z.dtype, device=z.device)
+        return torch.softmax(z, dim=1)
 
     def after_training(self, run, model, bank, val_rows, device) -> None:
-        """Fit the temperature on the labeled validation rows; ``RUN/calibration.json``."""
-        from multimix.tasks.temperature import write_temperature
+        """Fit temperature and biases on the labeled validation rows; ``RUN/calibration.json``."""
+        from multimix.tasks.temperature import write_calibration
 
-        write_temperature(Path(run), model, bank, val_rows, device)
+        write_calibration(Path(run), model, bank, val_rows, device)
 
     def attach(self, run) -> None:
-        from multimix.tasks.temperature import read_temperature
+        from multimix.tasks.temperature import read_calibration
 
-        self.temperature = read_temperature(Path(run))
+        self.temperature, self.bias = read_calibration(Path(run))
 
     def metric_block(self, bank, rows, preds) -> dict | None:
         """Accuracy, AUC, F1 per class, and the calibration (ECE and reliability bins)."""
