@@ -119,7 +119,7 @@ def test_mask_view_strong_trains_the_decoder_on_the_strong_masked_view():
     seg = batch[MASKED]
     x, masks = seg["weak"].x, seg["weak"].masks
     batch[MASKED] = Draw.of(strong=x, masks=masks, known=seg.known)
-    loss, logs = method.loss(net, batch)
+    _, logs = method.loss(net, batch)
     inverted = Draw.of(strong=x, masks=1 - masks, known=seg.known)
     batch[MASKED] = inverted
     _, logs_inverted = method.loss(net, batch)
