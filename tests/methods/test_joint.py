@@ -85,7 +85,9 @@ def _batch(b=2, s=32) -> Batch:
     unlabeled = Draw(torch.arange(b), {"weak": View(weak), STRONG: View(weak.flip(-2))})
     return Batch(
         {
-            MASKED: Draw.of(weak=img(), masks=(img() > 0.5).float(), known=torch.ones(b, 1) > 0),
+            MASKED: Draw.of(
+                weak=img(), strong=img(), masks=(img() > 0.5).float(), known=torch.ones(b, 1) > 0
+            ),
             LABELED: Draw.of(weak=img(), targets=torch.tensor([0, 1])),
             UNLABELED: unlabeled,
         }
@@ -111,9 +113,10 @@ def test_joint_step_decodes_masked_weak_and_strong_rows(teacher):
 def test_mask_view_strong_trains_the_decoder_on_the_strong_masked_view():
     """``mask_view=strong`` draws the masked images in the strong view (masks follow its
     geometry: tests/data) and the supervised Dice/BCE reads that view's masks."""
-    method = get_method("multimix", {"mask_view": "strong", "pixel": 0.0})
+    method = get_method("multimix", {"pixel": 0.0})
     assert method.streams[MASKED].views == ("strong",) and method.streams[MASKED].masks
-    assert get_method("multimix").streams[MASKED].views == ("weak",)  # the default
+    weak = get_method("multimix", {"mask_view": "weak"})
+    assert weak.streams[MASKED].views == ("weak",)
     net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
     batch = _batch()
     seg = batch[MASKED]
@@ -125,7 +128,7 @@ def test_mask_view_strong_trains_the_decoder_on_the_strong_masked_view():
     _, logs_inverted = method.loss(net, batch)
     assert logs["loss_seg"] != logs_inverted["loss_seg"]  # the strong view's masks count
     with pytest.raises(KeyError):
-        get_method("multimix").loss(net, batch)  # the weak default finds no weak view
+        weak.loss(net, batch)  # mask_view=weak finds no weak view
 
 
 def test_bad_joint_options_are_one_line_errors():
