@@ -94,8 +94,10 @@ def _batch(b=2, s=32) -> Batch:
     )
 
 
-@pytest.mark.parametrize("teacher", ["self", "ema"])
-def test_joint_step_decodes_masked_weak_and_strong_rows(teacher):
+@pytest.mark.parametrize("teacher, rows", [("self", 6), ("ema", 4)])
+def test_joint_step_decodes_masked_weak_and_strong_rows(teacher, rows):
+    """2 masked + 2 weak + 2 strong rows reach the decoder; with an EMA teacher the student's
+    weak rows (which would feed no loss) are left out, the teacher supplies the targets."""
     method = get_method("multimix", {"teacher": teacher, "pixel_threshold": 0.5})
     net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
     method.setup(net)
@@ -103,11 +105,22 @@ def test_joint_step_decodes_masked_weak_and_strong_rows(teacher):
     net.decoder.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
     loss, logs = method.loss(net, _batch())
     loss.backward()
-    assert seen[-1] == 6  # 2 masked + 2 weak + 2 strong; the 2 class images skip the decoder
+    assert seen == [rows]  # the 2 class images skip the decoder
     assert logs["pixel_kept"] == 1.0 and logs["loss_pixel"] > 0  # threshold 0.5 keeps all
     assert "loss_kl" not in logs  # the paper's KL term is off by default (replaced)
     dec = [p.grad for p in net.decoder.parameters() if p.grad is not None]
     assert dec and any(g.abs().sum() > 0 for g in dec)
+
+
+def test_ema_student_pass_keeps_its_weak_rows_for_the_kl_term():
+    """The KL term compares the student's masked and weak rows, so it brings them back."""
+    method = get_method("multimix", {"teacher": "ema", "consistency": 0.1})
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    method.setup(net)
+    seen = []
+    net.decoder.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    _, logs = method.loss(net, _batch())
+    assert seen == [6] and logs["loss_kl"] >= 0
 
 
 def test_mask_view_strong_trains_the_decoder_on_the_strong_masked_view():
