@@ -27,8 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from trainer_steps import add_arguments, time_trainers
 
 os.environ.setdefault("MULTIMIX_NO_REEXEC", "1")
 
@@ -42,66 +43,28 @@ SETTINGS = {
 }
 
 
-def trainers(root: Path, size: int, batch: int, precision: str) -> dict:
+def configs(root: Path, size: int, batch: int, precision: str) -> dict:
     from multimix.config import TrainConfig
     from multimix.data.phantom import write_source
-    from multimix.engine.trainer import Trainer
 
     cls = write_source(root / "cls", 64, seed=11, size=size, mask_fraction=0.0)
     seg = write_source(root / "seg", 48, seed=12, size=size, mask_fraction=0.5)
     common = {"image_size": size, "batch_size": batch, "steps": 1, "precision": precision}
-    out = {}
-    for i, (name, extra) in enumerate(SETTINGS.items()):
-        cfg = TrainConfig(
+    return {
+        name: TrainConfig(
             out=str(root / f"run{i}"), class_data=[str(cls)], seg_data=[str(seg)],
             **common, **extra,
-        )  # fmt: skip
-        Path(cfg.out).mkdir()
-        cfg.save(Path(cfg.out))
-        out[name] = Trainer(cfg)
-    return out
+        )
+        for i, (name, extra) in enumerate(SETTINGS.items())
+    }  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
+    add_arguments(parser, threads=1, precision="auto")
     args = parser.parse_args()
-
-    import torch
-
-    from multimix.engine.measure import count_flops, environment, profile_operators, time_rounds
-    from multimix.engine.runtime import autocast, compute_settings
-
-    cpu = torch.device("cpu")
-    with tempfile.TemporaryDirectory() as tmp, compute_settings(args.threads, cpu):
-        built = trainers(Path(tmp), args.size, args.batch_size, args.precision)
-        calls, rows = {}, {}
-        for name, t in built.items():
-            method = t.pretrain[0] if t.pretrain else t.method
-            batch = t.streams.draw(method.streams).to(t.device)
-            rows[name] = {s: len(d) * len(d.views) for s, d in batch.items()}
-
-            def step(t=t, method=method, batch=batch) -> None:
-                t.model.train()
-                with autocast(t.device, t.precision):
-                    loss, _ = method.loss(t.model, batch, 0)
-                t.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                t.optimizer.step()
-                method.after_step(t.model, 0)
-
-            calls[f"{name}/step"] = step
-            calls[f"{name}/draw"] = lambda t=t, m=method: t.streams.draw(m.streams)
-        timings = time_rounds(calls, lambda: None, 1, args.rounds, None)
-        flops = {name: count_flops(calls[f"{name}/step"]) / 1e9 for name in built}
-        profile = profile_operators(calls["multimix/step"], 2, cpu, 12)
-        precision = {name: t.precision for name, t in built.items()}
-        env = environment(cpu)
+    m = time_trainers(configs, args, profile=["multimix"])
+    built, timings, rows, flops = m["names"], m["timings"], m["rows"], m["gflops"]
 
     step = {n: timings[f"{n}/step"].summary()["cpu_s"] for n in built}
     draw = {n: timings[f"{n}/draw"].summary()["cpu_s"] for n in built}
@@ -116,8 +79,8 @@ def main() -> None:
     }
     result = {
         "config": vars(args) | {"out": str(args.out)},
-        "environment": env,
-        "precision": precision,
+        "environment": m["environment"],
+        "precision": m["precision"],
         "rows_per_stream": rows,
         "timings": {k: t.summary() for k, t in timings.items()},
         "step_cpu_s": step,
@@ -126,7 +89,7 @@ def main() -> None:
         "step_gflops": flops,
         "marginal_cpu_s": marginal,
         "marginal_share_of_multimix": {k: v / mm for k, v in marginal.items()},
-        "multimix_profile": profile,
+        "multimix_profile": m["profiles"]["multimix"],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "joint_step_cost.json").write_text(json.dumps(result, indent=2))

@@ -17,24 +17,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from trainer_steps import add_arguments, time_trainers
 
 os.environ.setdefault("MULTIMIX_NO_REEXEC", "1")
 
 FINDINGS = ["cardiomegaly", "effusion", "nodule", "opacity"]
+SETTINGS = ("multilabel seg+loc", "multilabel alone", "multimix")  # every one is profiled
 
 
-def trainers(root: Path, size: int, batch: int, precision: str) -> dict:
+def configs(root: Path, size: int, batch: int, precision: str) -> dict:
     from multimix.config import TrainConfig
     from multimix.data.phantom import write_source
-    from multimix.engine.trainer import Trainer
 
     ml = write_source(root / "ml", 64, seed=3, size=size, multilabel=True, label_noise=0.2)
     cls = write_source(root / "cls", 64, seed=11, size=size, mask_fraction=0.0)
     seg = write_source(root / "seg", 48, seed=12, size=size, mask_fraction=1.0)
     common = {"image_size": size, "batch_size": batch, "steps": 1, "precision": precision}
-    configs = {
+    return {
         "multilabel seg+loc": TrainConfig(
             out=str(root / "run_ml"), task="multilabel", method="multilabel",
             class_data=[str(ml)], seg_data=[str(ml)], classes=FINDINGS,
@@ -49,62 +50,23 @@ def trainers(root: Path, size: int, batch: int, precision: str) -> dict:
             seg_data=[str(seg)], **common,
         ),
     }  # fmt: skip
-    out = {}
-    for name, cfg in configs.items():
-        Path(cfg.out).mkdir()
-        cfg.save(Path(cfg.out))
-        out[name] = Trainer(cfg)
-    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precision", default="fp32")
+    add_arguments(parser, threads=2, precision="fp32")
     args = parser.parse_args()
-
-    import torch
-
-    from multimix.engine.measure import count_flops, environment, profile_operators, time_rounds
-    from multimix.engine.runtime import autocast, compute_settings
-
-    cpu = torch.device("cpu")
-    with tempfile.TemporaryDirectory() as tmp, compute_settings(args.threads, cpu):
-        built = trainers(Path(tmp), args.size, args.batch_size, args.precision)
-        calls, sizes, batches = {}, {}, {}
-        for name, t in built.items():
-            method = t.pretrain[0] if t.pretrain else t.method
-            batch = t.streams.draw(method.streams).to(t.device)
-            batches[name] = batch
-            sizes[name] = {s: len(d) * len(d.views) for s, d in batch.items()}
-
-            def step(t=t, method=method, batch=batch) -> None:
-                t.model.train()
-                with autocast(t.device, t.precision):
-                    loss, _ = method.loss(t.model, batch, 0)
-                t.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                t.optimizer.step()
-
-            calls[f"{name}/step"] = step
-            calls[f"{name}/draw"] = lambda t=t, m=method: t.streams.draw(m.streams)
-        timings = time_rounds(calls, lambda: None, 1, args.rounds, None)
-        flops = {name: count_flops(calls[f"{name}/step"]) / 1e9 for name in built}
-        profiles = {name: profile_operators(calls[f"{name}/step"], 2, cpu, 12) for name in built}
-        env = environment(cpu)
+    m = time_trainers(configs, args, profile=SETTINGS)
+    built, timings, sizes, flops = m["names"], m["timings"], m["rows"], m["gflops"]
 
     result: dict = {
         "config": vars(args) | {"out": str(args.out)},
-        "environment": env,
+        "environment": m["environment"],
         "images_per_step": {name: sum(s.values()) for name, s in sizes.items()},
         "images_per_stream": sizes,
         "timings": {k: t.summary() for k, t in timings.items()},
         "step_gflops": flops,
-        "profile": profiles,
+        "profile": m["profiles"],
     }
     step = {name: timings[f"{name}/step"].median for name in built}
     draw = {name: timings[f"{name}/draw"].median for name in built}
