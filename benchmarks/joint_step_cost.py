@@ -89,6 +89,13 @@ def main() -> None:
         "step_gflops": flops,
         "marginal_cpu_s": marginal,
         "marginal_share_of_multimix": {k: v / mm for k, v in marginal.items()},
+        "gflops_per_cpu_s": {n: flops[n] / step[n] for n in built},
+        "draw_share_of_step": {n: draw[n] / step[n] for n in built},
+        # FLOPs left for the unlabeled stream (weak + strong views, saliency walk, bridge)
+        # once the masked stream (unet's step) and the class stream (enc's) are taken out.
+        "unlabeled_gflops_share": (flops["multimix"] - flops["unet"] - flops["enc"])
+        / flops["multimix"],
+        "ema_over_self_step": step["multimix, teacher ema"] / mm,
         "multimix_profile": m["profiles"]["multimix"],
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -120,7 +120,28 @@ def test_ema_student_pass_keeps_its_weak_rows_for_the_kl_term():
     seen = []
     net.decoder.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
     _, logs = method.loss(net, _batch())
-    assert seen == [6] and logs["loss_kl"] >= 0
+    assert seen == [6] and logs["loss_kl"] > 0  # masked and weak rows are other images
+
+
+def test_ema_pixel_loss_reads_the_strong_rows_against_the_teachers_masks():
+    """Without the weak rows the strong ones sit right after the masked ones: the pixel loss
+    is the student's strong-row mask logits against the teacher's CutMixed weak-view masks."""
+    method = get_method("multimix", {"teacher": "ema", "pixel_threshold": 0.5})
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    method.setup(net)
+    out = []
+    net.decoder.register_forward_hook(lambda m, i, o: out.append(o.detach()))
+    batch = _batch()
+    _, logs = method.loss(net, batch, step=3)
+    weak_x = batch[UNLABELED]["weak"].x
+    gen = torch.Generator().manual_seed(3 * 1_000_003 + 17)
+    box, source = cutmix_boxes(len(weak_x), tuple(weak_x.shape[-2:]), method.options.cutmix, gen)
+    with torch.no_grad():
+        _, teacher_masks = method._teacher_targets(weak_x)
+    expected, _ = pixel_pseudo_loss(out[0][2:4], mix(teacher_masks, box, source), 0.5)
+    assert logs["loss_pixel"] == pytest.approx(expected.item(), rel=1e-6)
+    wrong, _ = pixel_pseudo_loss(out[0][0:2], mix(teacher_masks, box, source), 0.5)
+    assert wrong.item() != pytest.approx(expected.item(), rel=1e-6)  # the rows matter
 
 
 def test_mask_view_strong_trains_the_decoder_on_the_strong_masked_view():

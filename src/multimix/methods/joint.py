@@ -252,10 +252,9 @@ class MultiMix(Method):
         # teacher (and no KL term) the student's weak rows would feed no loss: they are left
         # out of its pass, which saves their forward and backward (tests/methods).
         seg_view = seg[w.mask_view]
-        student_weak = self.teacher is None or w.consistency > 0
-        n_w = n_u if student_weak else 0
-        rows = [seg_view.x, weak_x, strong_x] if student_weak else [seg_view.x, strong_x]
-        x = torch.cat([*rows, cls["weak"].x])
+        weak_rows = [weak_x] if self.teacher is None or w.consistency > 0 else []
+        n_w = n_u if weak_rows else 0
+        x = torch.cat([seg_view.x, *weak_rows, strong_x, cls["weak"].x])
         n_dec = n_seg + n_w + n_u
         trace = EncoderTrace() if model.traceable else None
         if trace is None:
