@@ -165,6 +165,27 @@ def test_mask_view_strong_trains_the_decoder_on_the_strong_masked_view():
         weak.loss(net, batch)  # mask_view=weak finds no weak view
 
 
+def test_unlabeled_every_leaves_the_unlabeled_stream_out_between_its_steps():
+    """``unlabeled_every=3`` draws the unlabeled views on steps 0, 3, 6, ...; the steps in
+    between are supervised only (masked and labeled rows) and still train both heads."""
+    method = get_method("multimix", {"unlabeled_every": 3})
+    drawn = [UNLABELED in method.streams_at(step) for step in range(7)]
+    assert drawn == [True, False, False, True, False, False, True]
+    assert set(method.streams_at(1)) == {MASKED, LABELED}
+    assert UNLABELED in method.streams  # the trainer still builds its pool
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    seen = []
+    net.decoder.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    batch = _batch()
+    del batch[UNLABELED]
+    loss, logs = method.loss(net, batch, step=1)
+    loss.backward()
+    assert seen == [2]  # only the masked rows reach the decoder
+    assert "loss_pixel" not in logs and "loss_pseudo" not in logs
+    assert logs["loss"] == pytest.approx(5.0 * logs["loss_seg"] + logs["loss_cls"], rel=1e-5)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.decoder.parameters())
+
+
 def test_bad_joint_options_are_one_line_errors():
     with pytest.raises(ConfigError, match="--guard"):
         get_method("multimix", {"guard": "hope"})
@@ -174,6 +195,8 @@ def test_bad_joint_options_are_one_line_errors():
         get_method("multimix", {"pixel_threshold": 0.2})
     with pytest.raises(ConfigError, match="--mask-view"):
         get_method("multimix", {"mask_view": "sideways"})
+    with pytest.raises(ConfigError, match="--unlabeled-every"):
+        get_method("multimix", {"unlabeled_every": 0})
 
 
 def test_ema_teacher_and_guard_state_resume_exactly(tmp_path, phantom_dirs):
@@ -181,7 +204,7 @@ def test_ema_teacher_and_guard_state_resume_exactly(tmp_path, phantom_dirs):
         return TrainConfig(
             out=str(tmp_path / name),
             method="multimix",
-            method_options={"teacher": "ema", "guard": "freematch"},
+            method_options={"teacher": "ema", "guard": "freematch", "unlabeled_every": 2},
             class_data=[str(phantom_dirs["cls"])],
             seg_data=[str(phantom_dirs["seg"])],
             labeled_class=12,

@@ -411,7 +411,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         method, streams = self.pretrain if self._pretraining() else (self.method, self.streams)
-        batch = streams.draw(method.streams).to(self.device)
+        batch = streams.draw(method.streams_at(self.step)).to(self.device)
         self.model.train()
         step = self.step
         with autocast(self.device, self.precision):

@@ -96,6 +96,12 @@ class Method(ABC):
     def streams(self) -> dict[str, Stream]:
         """Stream name -> what to draw each step, in the order the data layer draws them."""
 
+    def streams_at(self, step: int) -> dict[str, Stream]:
+        """The streams to draw at ``step`` (from 0): ``streams`` unless the method schedules
+        them, e.g. an expensive unlabeled stream every few steps. Always a subset of
+        ``streams`` (the trainer builds one pool per stream once)."""
+        return self.streams
+
     @property
     def uses_bridge(self) -> bool:
         return False

@@ -72,6 +72,10 @@ class JointOptions(LossWeights):
     )
     guard: str = field(default="da", metadata={"help": "Class pseudo-labels: da|freematch|fixed."})
     teacher: str = field(default="self", metadata={"help": "Targets from: self|ema."})
+    unlabeled_every: int = field(
+        default=1,
+        metadata={"help": "Draw the unlabeled stream every N-th step (1: every step)."},
+    )
     ema_decay: float = field(default=0.99, metadata={"help": "EMA teacher decay."})
     momentum: float = field(default=0.999, metadata={"help": "Running class-statistics decay."})
 
@@ -93,6 +97,8 @@ class JointOptions(LossWeights):
             raise ConfigError(
                 f"--teacher must be one of {', '.join(TEACHERS)}, not {self.teacher!r}"
             )
+        if self.unlabeled_every < 1:
+            raise ConfigError("--unlabeled-every must be >= 1")
         for name in ("ema_decay", "momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} must lie in [0, 1)")
@@ -224,6 +230,15 @@ class MultiMix(Method):
             UNLABELED: Stream(UNLABELED, ("weak", STRONG), size="unlabeled"),
         }
 
+    def streams_at(self, step: int) -> dict[str, Stream]:
+        """All streams every ``unlabeled_every``-th step, else only the two labeled ones: the
+        unlabeled views are most of a step's cost, and a supervised step is cheap enough
+        that more of them can fit the same minutes."""
+        streams = self.streams
+        if step % self.options.unlabeled_every:
+            del streams[UNLABELED]
+        return streams
+
     @property
     def uses_bridge(self) -> bool:
         return True
@@ -242,19 +257,24 @@ class MultiMix(Method):
         self, model: nn.Module, batch: Batch, step: int = 0
     ) -> tuple[torch.Tensor, dict[str, float]]:
         w, task = self.options, self.task
-        seg, cls, unl = batch[MASKED], batch[LABELED], batch[UNLABELED]
-        weak_x, strong_x = unl["weak"].x, unl[STRONG].x
-        n_seg, n_u, n_cls = len(seg), len(unl), len(cls)
-        gen = torch.Generator().manual_seed(step * 1_000_003 + 17)  # resumable: from the step
-        box, source = cutmix_boxes(n_u, tuple(strong_x.shape[-2:]), w.cutmix, gen)
-        strong_x = mix(strong_x, box, source)
-        # Decoder rows first: masked, weak, strong; then the labeled class rows. With an EMA
-        # teacher (and no KL term) the student's weak rows would feed no loss: they are left
-        # out of its pass, which saves their forward and backward (tests/methods).
+        seg, cls, unl = batch[MASKED], batch[LABELED], batch.get(UNLABELED)
         seg_view = seg[w.mask_view]
-        weak_rows = [weak_x] if self.teacher is None or w.consistency > 0 else []
-        n_w = n_u if weak_rows else 0
-        x = torch.cat([seg_view.x, *weak_rows, strong_x, cls["weak"].x])
+        n_seg, n_cls = len(seg), len(cls)
+        unlabeled_rows: list[torch.Tensor] = []
+        n_u = n_w = 0
+        if unl is not None:  # absent on the steps ``streams_at`` leaves it out
+            weak_x, strong_x = unl["weak"].x, unl[STRONG].x
+            n_u = len(unl)
+            gen = torch.Generator().manual_seed(step * 1_000_003 + 17)  # resumable
+            box, source = cutmix_boxes(n_u, tuple(strong_x.shape[-2:]), w.cutmix, gen)
+            strong_x = mix(strong_x, box, source)
+            # With an EMA teacher (and no KL term) the student's weak rows would feed no
+            # loss: they are left out of its pass, which saves their forward and backward.
+            keep_weak = self.teacher is None or w.consistency > 0
+            n_w = n_u if keep_weak else 0
+            unlabeled_rows = [weak_x, strong_x] if keep_weak else [strong_x]
+        # Decoder rows first: masked, weak, strong; then the labeled class rows.
+        x = torch.cat([seg_view.x, *unlabeled_rows, cls["weak"].x])
         n_dec = n_seg + n_w + n_u
         trace = EncoderTrace() if model.traceable else None
         if trace is None:
@@ -274,6 +294,14 @@ class MultiMix(Method):
         seg_loss = dice_bce(mask_logits[:n_seg], seg_view.masks, seg.known)
         total = w.seg * seg_loss
         logs["loss_seg"] = seg_loss.item()
+
+        ce, cls_logs = task.supervised_loss(logits[n_dec : n_dec + n_cls], cls.targets)
+        total = total + w.cls * ce
+        logs |= cls_logs
+        self.guard.update_prior(cls.targets)
+        if unl is None:
+            logs["loss"] = total.item()
+            return total, logs
 
         strong_logits = logits[n_seg + n_w : n_dec]
         if self.teacher is not None:
@@ -297,10 +325,6 @@ class MultiMix(Method):
             total = total + w.consistency * kl
             logs["loss_kl"] = kl.item()
 
-        ce, cls_logs = task.supervised_loss(logits[n_dec : n_dec + n_cls], cls.targets)
-        total = total + w.cls * ce
-        logs |= cls_logs
-        self.guard.update_prior(cls.targets)
         label, keep = self.guard.targets(weak_logits)
         per = F.cross_entropy(strong_logits.float(), label, reduction="none")
         pseudo = (per * keep).mean()
