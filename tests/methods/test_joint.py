@@ -186,6 +186,26 @@ def test_unlabeled_every_leaves_the_unlabeled_stream_out_between_its_steps():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.decoder.parameters())
 
 
+def test_bridge_off_builds_no_bridge_and_skips_the_saliency_walk(monkeypatch):
+    """``bridge=false``: the trainer builds the net without the bridge, and the step neither
+    walks the saliency nor hands the decoder anything but the encoder's features."""
+    import multimix.methods.joint as joint
+
+    method = get_method("multimix", {"bridge": False})
+    assert not method.uses_bridge and get_method("multimix").uses_bridge
+
+    def walked(*args, **kwargs):
+        raise AssertionError("saliency computed without a bridge")
+
+    monkeypatch.setattr(joint, "traced_saliency", walked)
+    monkeypatch.setattr(joint, "input_saliency", walked)
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=method.uses_bridge))
+    assert net.bridge is None
+    loss, logs = method.loss(net, _batch())
+    loss.backward()
+    assert logs["loss_seg"] > 0 and "loss_pseudo" in logs
+
+
 def test_bad_joint_options_are_one_line_errors():
     with pytest.raises(ConfigError, match="--guard"):
         get_method("multimix", {"guard": "hope"})

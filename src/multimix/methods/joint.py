@@ -72,6 +72,9 @@ class JointOptions(LossWeights):
     )
     guard: str = field(default="da", metadata={"help": "Class pseudo-labels: da|freematch|fixed."})
     teacher: str = field(default="self", metadata={"help": "Targets from: self|ema."})
+    bridge: bool = field(
+        default=True, metadata={"help": "Feed the classifier's saliency to the decoder."}
+    )
     unlabeled_every: int = field(
         default=1,
         metadata={"help": "Draw the unlabeled stream every N-th step (1: every step)."},
@@ -241,7 +244,7 @@ class MultiMix(Method):
 
     @property
     def uses_bridge(self) -> bool:
-        return True
+        return self.options.bridge
 
     def setup(self, model: nn.Module) -> nn.Module | None:
         if self.options.teacher == "ema":
@@ -276,19 +279,22 @@ class MultiMix(Method):
         # Decoder rows first: masked, weak, strong; then the labeled class rows.
         x = torch.cat([seg_view.x, *unlabeled_rows, cls["weak"].x])
         n_dec = n_seg + n_w + n_u
-        trace = EncoderTrace() if model.traceable else None
-        if trace is None:
+        bridged = model.bridge is not None
+        trace = EncoderTrace() if bridged and model.traceable else None
+        if bridged and trace is None:
             x.requires_grad_(True)
         feats = model.encode(x, trace)
         logits = model.classify(feats)
-        sal = (
-            traced_saliency(logits, feats, trace, n_dec, walk_dtype=feats[-1].dtype)
-            if trace is not None
-            else input_saliency(logits, x, rows=n_dec)
-        )
-        mask_logits = model.segment(
-            [leading_rows(f, n_dec) for f in feats], x[:n_dec].detach(), sal
-        )
+        decoder_feats = [leading_rows(f, n_dec) for f in feats]
+        if bridged:  # the saliency walk only feeds the bridge: without one it is skipped
+            sal = (
+                traced_saliency(logits, feats, trace, n_dec, walk_dtype=feats[-1].dtype)
+                if trace is not None
+                else input_saliency(logits, x, rows=n_dec)
+            )
+            mask_logits = model.segment(decoder_feats, x[:n_dec].detach(), sal)
+        else:
+            mask_logits = model.segment(decoder_feats)
         logs: dict[str, float] = {}
 
         seg_loss = dice_bce(mask_logits[:n_seg], seg_view.masks, seg.known)
