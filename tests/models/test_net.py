@@ -53,3 +53,18 @@ def test_normalize_standardises_each_image_with_the_sample_std():
     torch.testing.assert_close(MultiMixNet.normalize(x), expected)
     flat = MultiMixNet.normalize(torch.full((1, 1, 4, 4), 0.7))
     assert flat.isfinite().all() and flat.abs().max() < 1e-3  # a constant image: about 0
+
+
+@pytest.mark.parametrize("bridge", [True, False])
+def test_forward_without_segment_gives_the_same_logits_and_skips_the_decoder(bridge):
+    """``segment=False`` (validation of a class-only source) runs the encoder and classifier
+    only: the same logits, no masks, no saliency, the decoder never called."""
+    torch.manual_seed(0)
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=bridge)).eval()
+    x = torch.rand(3, 1, 32, 32)
+    full = net(x)
+    calls = []
+    net.decoder.register_forward_hook(lambda m, i, o: calls.append(1))
+    short = net(x, segment=False)
+    assert calls == [] and set(short) == {"logits"}
+    torch.testing.assert_close(short["logits"], full["logits"])

@@ -51,12 +51,18 @@ def evaluate_sources(
     batch_size: int = 32,
     score_labels: bool = True,
     score_masks: bool = True,
+    precision: str = "fp32",
 ) -> dict[str, dict]:
-    """Predict once per source and score it."""
+    """Predict once per source and score it; the decoder only runs on a source whose masks
+    are scored (a class-only source costs the encoder alone)."""
     results = {}
     task = task_for_model(model, classes)
     for name, rows in rows_by_source.items():
-        preds = predict(model, bank.images[rows], device, batch_size, task=task)
+        needs_masks = score_masks and bool(bank.known[rows].any())
+        preds = predict(
+            model, bank.images[rows], device, batch_size, task=task, precision=precision,
+            masks=needs_masks,
+        )  # fmt: skip
         results[name] = source_metrics(
             bank, rows, preds, classes, bank.structures, score_labels, score_masks, task
         )

@@ -318,7 +318,7 @@ class Trainer:
         results = evaluate_sources(
             self.model, self.data.bank, self._validation_rows(), tuple(self.cfg.classes),
             self.device, score_labels=self.method.trains_classifier,
-            score_masks=self.method.trains_segmentation,
+            score_masks=self.method.trains_segmentation, precision=self.precision,
         )  # fmt: skip
         score = summary_score(results)
         row: dict[str, object] = {"step": self.step, "score": score}

@@ -34,6 +34,7 @@ def run_model(
     keep_maps: bool = False,
     context: Callable[[], AbstractContextManager] = nullcontext,
     dtype: torch.dtype = torch.float32,
+    masks: bool = True,
 ) -> Predictions:
     """Run the model in eval mode over uint8 (N, 1, S, S) images in batches.
 
@@ -42,20 +43,23 @@ def run_model(
     precision: probabilities, masks and their concatenation stay fp32). It runs a copy with
     batch norm folded into the convolutions and conv + ReLU fused, in ``dtype``
     (``models.fusion.inference_network``): the same outputs, faster; ``model`` itself is only
-    switched to eval.
+    switched to eval. ``masks=False`` skips the decoder (and the saliency walk): the
+    predictions then carry no masks (an empty tensor) and no saliency.
     """
     model.eval()
     net = inference_network(model, dtype)
+    segment = masks
     probs, masks, sal, maps = [], [], [], []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255.0)
         x = x.contiguous(memory_format=torch.channels_last)
         with context():
-            out = forward_in_chunks(net, x, keep_maps)
+            out = forward_in_chunks(net, x, keep_maps, segment)
         probs.append(probabilities(out["logits"]).cpu())
         if keep_maps:
             maps.append(out["activation_maps"].float().cpu())
-        masks.append(torch.sigmoid(out["mask_logits"].float()).half().cpu())
+        if segment:
+            masks.append(torch.sigmoid(out["mask_logits"].float()).half().cpu())
         if keep_saliency and "saliency" in out:
             sal.append(out["saliency"].half().cpu())
     empty = torch.zeros((0,))
@@ -74,10 +78,10 @@ CPU_CHUNK = 4
 
 
 def forward_in_chunks(
-    net: MultiMixNet, x: torch.Tensor, activation_maps: bool = False
+    net: MultiMixNet, x: torch.Tensor, activation_maps: bool = False, segment: bool = True
 ) -> dict[str, torch.Tensor]:
     """``net(x)`` in chunks of ``CPU_CHUNK`` images on CPU (one call elsewhere), joined."""
     if x.device.type != "cpu" or x.shape[0] <= CPU_CHUNK:
-        return net(x, activation_maps=activation_maps)
-    parts = [net(c, activation_maps=activation_maps) for c in x.split(CPU_CHUNK)]
+        return net(x, activation_maps=activation_maps, segment=segment)
+    parts = [net(c, activation_maps=activation_maps, segment=segment) for c in x.split(CPU_CHUNK)]
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

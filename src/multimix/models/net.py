@@ -163,10 +163,21 @@ class MultiMixNet(nn.Module):
             extra = self.bridge(image, saliency, feats[-1].shape[-2:])
         return self.decoder(feats, extra)
 
-    def forward(self, x: torch.Tensor, activation_maps: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, activation_maps: bool = False, segment: bool = True
+    ) -> dict[str, torch.Tensor]:
         """Inference on a batch: class logits, mask logits and (with the bridge) saliency;
         also the per-class ``activation_maps`` when the model has a localization head or the
-        caller asks for them (a task whose evaluation reads them)."""
+        caller asks for them (a task whose evaluation reads them). ``segment=False`` stops at
+        the class logits (and maps): no decoder and no saliency walk, for images whose masks
+        nobody reads (validation of a class-only source)."""
+        if not segment:
+            with torch.no_grad():
+                feats = self.encode(x)
+                out = {"logits": self.classify(feats)}
+                if activation_maps or self.localizer is not None:
+                    out["activation_maps"] = self.activation_maps(feats)
+            return out
         if self.bridge is not None and self.traceable:
             feats, logits, sal = self._encode_traced(x)
         else:

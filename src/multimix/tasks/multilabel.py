@@ -321,7 +321,9 @@ class MultiLabel(Task):
         from multimix.tasks.thresholds import write_thresholds
 
         def probabilities(bank, rows: torch.Tensor) -> torch.Tensor:
-            return run_model(model, bank.images[rows], device, self.probabilities).probs
+            return run_model(
+                model, bank.images[rows], device, self.probabilities, masks=False
+            ).probs
 
         return write_thresholds(Path(run), bank, rows, self.classes, probabilities)
 

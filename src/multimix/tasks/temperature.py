@@ -35,7 +35,7 @@ def write_calibration(run: Path, model, bank, rows: torch.Tensor, device) -> flo
         info = {"temperature": 1.0, "fitted_on": None, "n_images": len(labeled), "note": note}
         (Path(run) / CALIBRATION_FILE).write_text(json.dumps(info, indent=1))
         return 1.0
-    logits = run_model(model, bank.images[labeled], device, lambda z: z.float()).probs
+    logits = run_model(model, bank.images[labeled], device, lambda z: z.float(), masks=False).probs
     targets = bank.targets[labeled].long()
     counts = torch.bincount(targets, minlength=logits.shape[1])
     with_bias = bool((counts >= MIN_PER_CLASS).all())
