@@ -27,7 +27,7 @@ image of every source trains both heads, teacher-student style (FixMatch, UniMat
 
 * the unlabeled stream is drawn every ``unlabeled_every``-th step (default 4), the steps in
   between are supervised only: the unlabeled views are most of a step's cost, and at equal CPU
-  minutes more supervised steps won (seed 0, 8 minutes: adult lung Dice 0.927 against 0.916
+  minutes more supervised steps won (seed 0, 8 minutes: adult lung Dice 0.928 against 0.916
   with the stream on every step; benchmarks/results/label_efficiency_joint_schedule.md).
 
 Every stream goes through the shared encoder in one concatenated pass (batch norm sees them
