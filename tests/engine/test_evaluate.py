@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
-from multimix.data.bank import Bank
-from multimix.data.phantom import make_phantom
-from multimix.data.sources import Record
 from multimix.engine.evaluate import evaluate_sources, source_metrics
 from multimix.engine.inference import predict
 from multimix.models.net import ModelConfig, MultiMixNet
+from tests.phantom_bank import phantom_bank
 
 S, N = 32, 6
-
-
-def _bank() -> Bank:
-    """Rows 0-2 have their lung masks (a segmentation source), rows 3-5 none (class only)."""
-    rng = np.random.default_rng(1)
-    phantoms = [make_phantom(rng, size=S, pneumonia=i % 2 == 1) for i in range(N)]
-    images = torch.from_numpy(np.stack([p.image for p in phantoms]))[:, None]
-    masks = torch.from_numpy(np.stack([p.masks["lungs"] for p in phantoms]).astype(np.uint8))
-    masks = masks[:, None].clone()
-    known = torch.zeros((N, 1), dtype=torch.bool)
-    known[:3] = True
-    masks[3:] = 0
-    records = [Record("ph", f"im{i}.png", Path(f"im{i}.png"), f"p{i}") for i in range(N)]
-    labeled = torch.ones(N, dtype=torch.bool)
-    return Bank(images, masks, known, torch.arange(N) % 2, labeled, records, ("lungs",))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_class_only_source_is_scored_without_the_decoder(precision):
     torch.manual_seed(0)
     model = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16)))
-    bank = _bank()
+    bank = phantom_bank(N, 3, size=S, seed=1)  # rows 0-2 masked, 3-5 class only
     calls = []
 
     def count(module, inputs, output):

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from multimix.core.errors import ConfigError
 from multimix.data.bank import Bank
-from multimix.data.phantom import make_phantom
-from multimix.data.sources import Record
 from multimix.explain.report_metrics import explanation_metrics, lung_index, sample_rows
 from multimix.models.net import ModelConfig, MultiMixNet
+from tests.phantom_bank import phantom_bank
 
 S, N = 32, 6
 KEYS = {
@@ -31,17 +28,7 @@ KEYS = {
 
 def _bank(n_masked: int) -> Bank:
     """``N`` 32x32 phantoms; the first ``n_masked`` have their lung mask."""
-    rng = np.random.default_rng(3)
-    phantoms = [make_phantom(rng, size=S, pneumonia=i % 2 == 1) for i in range(N)]
-    images = torch.from_numpy(np.stack([p.image for p in phantoms]))[:, None]
-    lungs = np.stack([p.masks["lungs"] for p in phantoms]).astype(np.uint8)
-    masks = torch.from_numpy(lungs)[:, None]
-    known = torch.zeros((N, 1), dtype=torch.bool)
-    known[:n_masked] = True
-    masks[n_masked:] = 0
-    records = [Record("ph", f"im{i}.png", Path(f"im{i}.png"), f"p{i}") for i in range(N)]
-    labeled = torch.ones(N, dtype=torch.bool)
-    return Bank(images, masks, known, torch.arange(N) % 2, labeled, records, ("lungs",))
+    return phantom_bank(N, n_masked, size=S, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,12 @@ from multimix.models.net import MultiMixNet
 from multimix.tasks.base import Task, task_for_model, task_of_block
 
 
+def scores_masks(bank: Bank, rows: torch.Tensor, score_masks: bool = True) -> bool:
+    """Whether ``rows`` get a segmentation block: masks asked for, and some of them known
+    (so whether their masks need predicting at all)."""
+    return score_masks and bool(bank.known[rows].any())
+
+
 def source_metrics(
     bank: Bank,
     rows: torch.Tensor,
@@ -33,10 +39,9 @@ def source_metrics(
     task = task or get_task("multiclass", classes)
     if score_labels and bank.labeled[rows].any():
         out[task.metric_key] = task.metric_block(bank, rows, preds)
-    known = bank.known[rows]
-    if score_masks and known.any():
+    if scores_masks(bank, rows, score_masks):
         pred = preds.masks >= 0.5
-        seg = segmentation_metrics(pred, bank.masks[rows].bool(), known, structures)
+        seg = segmentation_metrics(pred, bank.masks[rows].bool(), bank.known[rows], structures)
         if seg:
             out["segmentation"] = seg
     return out
@@ -58,10 +63,9 @@ def evaluate_sources(
     results = {}
     task = task_for_model(model, classes)
     for name, rows in rows_by_source.items():
-        needs_masks = score_masks and bool(bank.known[rows].any())
         preds = predict(
             model, bank.images[rows], device, batch_size, task=task, precision=precision,
-            masks=needs_masks,
+            masks=scores_masks(bank, rows, score_masks),
         )  # fmt: skip
         results[name] = source_metrics(
             bank, rows, preds, classes, bank.structures, score_labels, score_masks, task

@@ -48,24 +48,23 @@ def run_model(
     """
     model.eval()
     net = inference_network(model, dtype)
-    segment = masks
-    probs, masks, sal, maps = [], [], [], []
+    probs, mask_parts, sal, maps = [], [], [], []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255.0)
         x = x.contiguous(memory_format=torch.channels_last)
         with context():
-            out = forward_in_chunks(net, x, keep_maps, segment)
+            out = forward_in_chunks(net, x, keep_maps, segment=masks)
         probs.append(probabilities(out["logits"]).cpu())
         if keep_maps:
             maps.append(out["activation_maps"].float().cpu())
-        if segment:
-            masks.append(torch.sigmoid(out["mask_logits"].float()).half().cpu())
+        if masks:
+            mask_parts.append(torch.sigmoid(out["mask_logits"].float()).half().cpu())
         if keep_saliency and "saliency" in out:
             sal.append(out["saliency"].half().cpu())
     empty = torch.zeros((0,))
     return Predictions(
         torch.cat(probs) if probs else empty,
-        torch.cat(masks) if masks else empty,
+        torch.cat(mask_parts) if mask_parts else empty,
         torch.cat(sal) if sal else None,
         torch.cat(maps) if maps else None,
     )

@@ -171,28 +171,21 @@ class MultiMixNet(nn.Module):
         caller asks for them (a task whose evaluation reads them). ``segment=False`` stops at
         the class logits (and maps): no decoder and no saliency walk, for images whose masks
         nobody reads (validation of a class-only source)."""
-        if not segment:
-            with torch.no_grad():
-                feats = self.encode(x)
-                out = {"logits": self.classify(feats)}
-                if activation_maps or self.localizer is not None:
-                    out["activation_maps"] = self.activation_maps(feats)
-            return out
-        if self.bridge is not None and self.traceable:
+        walk = segment and self.bridge is not None  # the saliency only feeds the bridge
+        if walk and self.traceable:
             feats, logits, sal = self._encode_traced(x)
         else:
-            needs_grad = self.bridge is not None
-            with torch.enable_grad() if needs_grad else torch.no_grad():
-                x = x.detach().requires_grad_(needs_grad)
+            with torch.enable_grad() if walk else torch.no_grad():
+                x = x.detach().requires_grad_(walk)
                 feats = self.encode(x)
                 logits = self.classify(feats)
-                sal = input_saliency(logits, x) if needs_grad else None
+                sal = input_saliency(logits, x) if walk else None
+        out = {"logits": logits.detach()}
         with torch.no_grad():
             feats = [f.detach() for f in feats]
-            masks = self.segment(feats, x.detach(), sal)
-        out = {"logits": logits.detach(), "mask_logits": masks}
-        if activation_maps or self.localizer is not None:
-            with torch.no_grad():
+            if segment:
+                out["mask_logits"] = self.segment(feats, x.detach(), sal)
+            if activation_maps or self.localizer is not None:
                 out["activation_maps"] = self.activation_maps(feats)
         if sal is not None:
             out["saliency"] = sal
