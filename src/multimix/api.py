@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from multimix.core.errors import ConfigError, DataError
+from multimix.models.adapt import AdaptSpec
 
 __all__ = [
     "BACKENDS",
@@ -258,12 +259,13 @@ class Model:
 
         self.fast = inference_network(self.net, precision_dtype(self.precision))
 
-    def prepare(self, images: Sequence[np.ndarray], adapt: bool = False) -> list[str]:
+    def prepare(self, images: Sequence[np.ndarray], adapt: bool | AdaptSpec = False) -> list[str]:
         """Look at the images to be predicted before predicting them; notes back.
 
         A run that kept a feature reference warns when they are unlike its training data
         (``models.shift``); with ``adapt`` the batch-norm statistics are re-estimated on them
-        (``models.adapt``, no labels) and the model predicts with those from then on.
+        (``models.adapt``, no labels; ``True`` is the default :class:`AdaptSpec`) and the model
+        predicts with those from then on.
         """
         from multimix.data.io import resize_image
         from multimix.models.adapt import adapt_batch_norm
@@ -286,7 +288,8 @@ class Model:
                     + ("" if adapt else ", or try --adapt")
                 )
         if adapt:
-            self.net, adaptation = adapt_batch_norm(self.net, x, self.device)
+            spec = AdaptSpec.of(adapt)
+            self.net, adaptation = adapt_batch_norm(self.net, x, self.device, spec=spec)
             self.net.eval()
             self._refold()
             notes.append(adaptation.describe())

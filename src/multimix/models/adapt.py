@@ -5,6 +5,11 @@ feature statistics; another scanner, exposure or population shifts them, and the
 drifts (pediatric-trained models call adult normals pneumonia). Re-estimating the running
 means and variances on the target images (AdaBN) moves the normalisation to the new domain
 without labels and without touching a single learned weight.
+
+Which layers, and how far, is an :class:`AdaptSpec`. Re-estimating the decoder's statistics
+as well can cost lung Dice on a new domain, and a few target images give noisy statistics;
+mixing them with the training ones (Schneider et al. 2020, "covariate shift adaptation")
+keeps part of what was learned. ``benchmarks/adapt_scope.py`` measures the choices.
 """
 
 from __future__ import annotations
@@ -15,6 +20,41 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from multimix.core.errors import ConfigError
+
+LAYERS = ("all", "encoder")
+
+
+@dataclass(frozen=True)
+class AdaptSpec:
+    """Which batch norms ``--adapt`` re-estimates, and the target statistics' share.
+
+    ``layers``: ``all`` (every batch norm) or ``encoder`` (the shared encoder's only: the
+    classifier and decoder keep the statistics they were trained with). ``weight``: the
+    target statistics' share of the new running mean and variance, ``1 - weight`` staying
+    the training ones (1: plain AdaBN).
+    """
+
+    layers: str = "all"
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.layers not in LAYERS:
+            choices = ", ".join(LAYERS)
+            raise ConfigError(f"--adapt-layers must be one of {choices}, not {self.layers!r}")
+        if not 0.0 < self.weight <= 1.0:
+            raise ConfigError(f"--adapt-weight must lie in (0, 1], not {self.weight}")
+
+    @classmethod
+    def of(cls, adapt: bool | AdaptSpec | None) -> AdaptSpec | None:
+        """``True`` means the default spec; ``False``/``None``: no adaptation."""
+        if isinstance(adapt, AdaptSpec):
+            return adapt
+        return cls() if adapt else None
+
+    def selects(self, name: str) -> bool:
+        return self.layers == "all" or name == "encoder" or name.startswith("encoder.")
+
 
 @dataclass
 class Adaptation:
@@ -22,43 +62,75 @@ class Adaptation:
 
     images: int
     layers: int  # batch-norm layers whose statistics were re-estimated
+    spec: AdaptSpec = AdaptSpec()
     labels_used: bool = False
 
     def as_json(self) -> dict:
-        return {"images": self.images, "batch_norm_layers": self.layers, "labels_used": False}
+        return {
+            "images": self.images,
+            "batch_norm_layers": self.layers,
+            "scope": self.spec.layers,
+            "weight": self.spec.weight,
+            "labels_used": False,
+        }
 
     def describe(self) -> str:
+        if self.images < 2:
+            return "--adapt: fewer than 2 images give no batch statistics; predictions unchanged"
         if not self.layers:
             return "--adapt: the model has no batch norm to adapt; predictions unchanged"
+        where = "" if self.spec.layers == "all" else f" {self.spec.layers}"
+        share = "" if self.spec.weight == 1.0 else f", mixed {self.spec.weight:g} with training's"
         return (
-            f"--adapt: batch-norm statistics of {self.layers} layers re-estimated on "
-            f"{self.images} target images (no labels used)"
+            f"--adapt: batch-norm statistics of {self.layers}{where} layers re-estimated on "
+            f"{self.images} target images{share} (no labels used)"
         )
 
 
 def adapt_batch_norm(
-    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 32
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 32,
+    spec: AdaptSpec | None = None,
 ) -> tuple[nn.Module, Adaptation]:
-    """A copy of ``model`` whose batch-norm running statistics are those of ``images``.
+    """A copy of ``model`` whose chosen batch norms carry the statistics of ``images``.
 
     ``images`` are uint8 (N, 1, S, S) target images and nothing else (no labels reach here).
     Statistics are the exact average over all of them (momentum None), gathered in train mode
-    with gradients off; every weight and bias stays as trained.
+    with gradients off, then mixed with the trained ones at ``spec.weight``; every weight and
+    bias stays as trained, and so do the batch norms ``spec`` leaves out.
     """
+    spec = spec or AdaptSpec()
     adapted = copy.deepcopy(model).to(device).eval()
-    norms = [m for m in adapted.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+    norms = [
+        m
+        for name, m in adapted.named_modules()
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and spec.selects(name)
+    ]
+    trained = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over every batch
         norm.train()
+    gathered = False
     if norms and len(images):
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device).float().div_(255.0)
             if len(x) < 2:
                 continue  # a single image has no batch variance
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.no_grad():
-                adapted(x.contiguous(memory_format=torch.channels_last))
-    for norm in norms:
+                # the encoder's norms see only the encoder's pass: no decoder, no saliency walk
+                adapted.encode(x) if spec.layers == "encoder" else adapted(x)
+            gathered = True
+    for norm, (mean, var) in zip(norms, trained, strict=True):
+        if not gathered:  # nothing to estimate from: keep what was trained
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+        elif spec.weight < 1.0:
+            norm.running_mean.mul_(spec.weight).add_(mean, alpha=1.0 - spec.weight)
+            norm.running_var.mul_(spec.weight).add_(var, alpha=1.0 - spec.weight)
         norm.eval()
     adapted.eval()
-    return adapted, Adaptation(len(images), len(norms))
+    return adapted, Adaptation(len(images), len(norms) if gathered else 0, spec)

@@ -11,7 +11,7 @@ from multimix.data.bank import load_bank
 from multimix.data.sources import Record, Source
 from multimix.engine.evaluate import load_run, source_metrics
 from multimix.engine.inference import predict
-from multimix.models.adapt import adapt_batch_norm
+from multimix.models.adapt import AdaptSpec, adapt_batch_norm
 from multimix.models.postprocess import apply_plan, read_plan
 from multimix.models.shift import pooled_features, read_reference, shift_score
 
@@ -38,7 +38,7 @@ def evaluate_run(
     explain: list[str] | tuple[str, ...] = (),
     explain_samples: int = 32,
     on_bad_input: str = "error",
-    adapt: bool = False,
+    adapt: bool | AdaptSpec = False,
     precision: str = "fp32",
 ) -> tuple[dict, dict]:
     """metrics.json content for ``folders``; with ``keep``, also banks and predictions.
@@ -53,7 +53,8 @@ def evaluate_run(
     its feature reference; :mod:`multimix.models.shift`); masks get the run's post-processing
     (``RUN/postprocess.json``). With ``adapt``, each source is predicted by a copy of the model
     whose batch-norm statistics were re-estimated on that source's images, labels unread
-    (:mod:`multimix.models.adapt`); the block says so under ``adapted``.
+    (:mod:`multimix.models.adapt`; ``True`` is the default :class:`AdaptSpec`); the block says
+    so under ``adapted``.
     """
     from multimix.data.assemble import load_split
     from multimix.data.bad_inputs import BadInputs
@@ -63,6 +64,7 @@ def evaluate_run(
     from multimix.explain.report_metrics import check_methods, explanation_metrics
 
     explain = check_methods(explain)
+    spec = AdaptSpec.of(adapt)
     bad = BadInputs(on_bad_input)
     dev = select_device(device)
     cfg, model = load_run(run, device=dev)
@@ -97,8 +99,8 @@ def evaluate_run(
     for name, (bank, used) in banks.items():
         rows = torch.arange(len(bank))
         used_model, extra = model, {}
-        if adapt:
-            used_model, adaptation = adapt_batch_norm(model, bank.images, dev, batch_size)
+        if spec is not None:
+            used_model, adaptation = adapt_batch_norm(model, bank.images, dev, batch_size, spec)
             extra["adapted"] = adaptation.as_json()
         if reference is not None:
             feats = pooled_features(model, bank.images, dev, batch_size)
@@ -121,7 +123,7 @@ def evaluate_run(
     metrics = {
         "run": str(run),
         "checkpoint": "best",
-        "adapted": adapt,
+        "adapted": spec is not None,
         "postprocess": plan,
         "precision": precision,
         "classes": list(labels.classes),

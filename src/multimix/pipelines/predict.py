@@ -28,6 +28,7 @@ from multimix.data.io import (
     read_image,
     write_png,
 )
+from multimix.models.adapt import AdaptSpec
 
 __all__ = ["OVERLAY_MAX_SIDE", "PredictSummary", "collect_inputs", "predict_paths"]
 
@@ -196,7 +197,7 @@ def predict_paths(
     onnx_path: Path | None = None,
     dicom_seg: bool = False,
     checkpoint: str = "best",
-    adapt: bool = False,
+    adapt: bool | AdaptSpec = False,
     precision: str = "fp32",
 ) -> PredictSummary:
     """Predict every image in ``inputs`` with the run's best checkpoint; write results in ``out``.
@@ -216,7 +217,8 @@ def predict_paths(
 
     A run whose method judges images on a region of them (``kacl``) also writes
     ``regions/<name>.png`` and that region's columns (:mod:`multimix.pipelines.regions`).
-    With ``adapt`` the batch-norm statistics are first re-estimated on the inputs; a run with a
+    With ``adapt`` (``True`` or a :class:`~multimix.models.adapt.AdaptSpec`) the batch-norm
+    statistics are first re-estimated on the inputs; a run with a
     feature reference warns when the inputs are unlike its training data.
 
     The predictions themselves are :class:`multimix.api.Model`'s (``backend="onnx"`` runs the
@@ -310,7 +312,7 @@ def _csv(rows) -> str:
     return buf.getvalue()
 
 
-def _look_first(model, paths: list[Path], adapt: bool) -> list[str]:
+def _look_first(model, paths: list[Path], adapt: bool | AdaptSpec) -> list[str]:
     """:meth:`multimix.api.Model.prepare` on the inputs (the shift warning, ``adapt``); one
     read of them, and none at all when the run has no feature reference and ``adapt`` is off.
     Files that fail here fail again, with their reason, in the main loop."""
