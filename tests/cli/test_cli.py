@@ -104,3 +104,32 @@ def test_train_evaluate_on_shared_data(tmp_path):
     assert "classification" in metrics["covid_ieee8023"]
     assert "segmentation" in metrics["covid_ieee8023"]
     assert "segmentation" not in metrics["kermany_pneumonia"]
+
+
+def test_evaluate_adapt_options_reach_the_metrics(tmp_path, joint_run, phantom_dirs):
+    out = tmp_path / "adapted.json"
+    result = invoke(
+        "evaluate", joint_run, "--data", phantom_dirs["ped"], "--out", out, "--adapt",
+        "--adapt-layers", "encoder", "--adapt-weight", "0.5",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    block = json.loads(out.read_text())["sources"]["ph_ped"]["adapted"]
+    assert block["scope"] == "encoder" and block["weight"] == 0.5
+    assert block["labels_used"] is False
+    assert "encoder batch-norm layers" in result.output and "mixed 0.5" in result.output
+    result = runner.invoke(
+        app, ["evaluate", str(joint_run), "--data", str(phantom_dirs["ped"]), "--out",
+              str(out), "--adapt", "--adapt-weight", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--adapt-weight must lie in (0, 1]" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_predict_adapt_says_which_layers_it_re_estimated(tmp_path, joint_run, phantom_dirs):
+    result = invoke(
+        "predict", joint_run, phantom_dirs["ped"] / "images", "--out", tmp_path / "pred",
+        "--adapt", "--adapt-layers", "encoder",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "note: --adapt: batch-norm statistics of" in result.output
+    assert "encoder layers re-estimated" in result.output and "mixed" not in result.output

@@ -64,6 +64,34 @@ BadInputOption = Annotated[
     ),
 ]
 PRECISION_HELP = "auto (bf16 where the hardware runs it faster), fp32 or bf16."
+AdaptLayersOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="all|encoder",
+        help="With --adapt: every batch norm, or the shared encoder's only "
+        "(default: the measured choice, see docs/cli.md).",
+        show_default=False,
+    ),
+]
+AdaptWeightOption = Annotated[
+    float | None,
+    typer.Option(
+        help="With --adapt: the target statistics' share, the rest the training ones "
+        "(default: the measured choice, see docs/cli.md).",
+        show_default=False,
+    ),
+]
+
+
+def _adapt_spec(adapt: bool, layers: str | None, weight: float | None):
+    """``--adapt``'s :class:`~multimix.models.adapt.AdaptSpec` (the measured defaults where an
+    option is not given); None without ``--adapt``, which then ignores its two options."""
+    if not adapt:
+        return None
+    from multimix.models.adapt import AdaptSpec
+
+    given = {"layers": layers, "weight": weight}
+    return AdaptSpec(**{k: v for k, v in given.items() if v is not None})
 
 
 def _train(
@@ -173,6 +201,8 @@ def evaluate(
         bool,
         typer.Option(help="Re-estimate batch-norm statistics on each source first (no labels)."),
     ] = False,
+    adapt_layers: AdaptLayersOption = None,
+    adapt_weight: AdaptWeightOption = None,
     precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
 ) -> None:
     """Metrics per source, on images the run never trained on."""
@@ -199,7 +229,7 @@ def evaluate(
         explain=list(parse_list(explain)),
         explain_samples=explain_samples,
         on_bad_input=on_bad_input,
-        adapt=adapt,
+        adapt=_adapt_spec(adapt, adapt_layers, adapt_weight),
         precision=precision,
     )
     atomic_write_text(out, json.dumps(metrics, indent=2))
@@ -208,9 +238,11 @@ def evaluate(
     for name, block in metrics["sources"].items():
         if "adapted" in block:
             a = block["adapted"]
+            where = "" if a["scope"] == "all" else f" {a['scope']}"
+            mixed = "" if a["weight"] == 1.0 else f", mixed {a['weight']:g} with the trained ones"
             typer.echo(
-                f"{name}: --adapt re-estimated {a['batch_norm_layers']} batch-norm layers "
-                f"on its {a['images']} images (no labels used)"
+                f"{name}: --adapt re-estimated {a['batch_norm_layers']}{where} batch-norm layers "
+                f"on its {a['images']} images{mixed} (no labels used)"
             )
         shift = block.get("shift") or {}
         if shift.get("warning"):
@@ -283,6 +315,8 @@ def predict(
         bool,
         typer.Option(help="Re-estimate batch-norm statistics on these images first (no labels)."),
     ] = False,
+    adapt_layers: AdaptLayersOption = None,
+    adapt_weight: AdaptWeightOption = None,
     precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
 ) -> None:
     """Masks, overlays and class probabilities (optionally explanation maps) for new images."""
@@ -292,7 +326,7 @@ def predict(
     summary = predict_paths(
         run, list(inputs), out, list(parse_list(explain)), batch_size=batch_size, device=device,
         backend=backend, onnx_path=onnx, dicom_seg=dicom_seg, checkpoint=checkpoint,
-        adapt=adapt,
+        adapt=_adapt_spec(adapt, adapt_layers, adapt_weight),
         precision=precision,
     )  # fmt: skip
     for note in summary.notes:
