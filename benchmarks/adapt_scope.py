@@ -8,7 +8,8 @@ and once per ``--variants`` entry (``LAYERS:WEIGHT``, see :class:`multimix.model
 AdaptSpec`). Nothing is trained and no label reaches the adaptation. Per method (seeds
 pooled): mean and sd of lung Dice on the covid test part and on pediatric phantoms, accuracy
 on adult phantoms and on the covid set, and the covid set's normal recall. Writes JSON and a
-markdown table beside it; finished evaluations are kept in the JSON, so a rerun resumes.
+markdown table beside it (``<out>_table.md``); finished evaluations are kept in the JSON, so a
+rerun resumes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from label_efficiency import USES_CLASS, USES_MASKS
 from multimix.models.adapt import AdaptSpec
 from multimix.pipelines.evaluate import evaluate_run
 
@@ -47,6 +49,14 @@ def method_of(run: str) -> str:
     return re.sub(r"-s\d+$", "", run)
 
 
+def scored(run: str, figure: str) -> bool:
+    """Whether the run's method trains what ``figure`` scores: an ``enc`` run's decoder and a
+    ``unet`` run's classifier are untrained, and their figures would be noise."""
+    methods = USES_MASKS if FIGURES[figure][1] == "segmentation" else USES_CLASS
+    base = max((m for m in USES_MASKS | USES_CLASS if run.startswith(f"{m}-")), key=len)
+    return base in methods
+
+
 def parse_variant(text: str) -> AdaptSpec | None:
     if text == "none":
         return None
@@ -62,7 +72,7 @@ def summary(rows: list[dict]) -> dict:
     for (method, variant), members in sorted(groups.items()):
         cell = {"seeds": len(members)}
         for name in FIGURES:
-            values = [m[name] for m in members if m[name] is not None]
+            values = [m[name] for m in members if m[name] is not None and scored(m["run"], name)]
             if values:
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
                 cell[name] = {"mean": statistics.mean(values), "sd": sd}
@@ -127,7 +137,7 @@ def main() -> None:
             args.out.write_text(json.dumps(result, indent=1, default=str))
     summed = summary(done)
     md = table(summed, variants)
-    args.out.with_suffix(".md").write_text(md)
+    args.out.with_name(f"{args.out.stem}_table.md").write_text(md)
     print(md)
 
 

@@ -126,9 +126,10 @@ def test_evaluate_adapt_options_reach_the_metrics(tmp_path, joint_run, phantom_d
 
 
 def test_predict_adapt_says_which_layers_it_re_estimated(tmp_path, joint_run, phantom_dirs):
+    """Also that the options override the defaults (which mix at 0.5)."""
     result = invoke(
         "predict", joint_run, phantom_dirs["ped"] / "images", "--out", tmp_path / "pred",
-        "--adapt", "--adapt-layers", "encoder",
+        "--adapt", "--adapt-layers", "encoder", "--adapt-weight", "1",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "note: --adapt: batch-norm statistics of" in result.output

@@ -74,7 +74,7 @@ def test_encoder_scope_leaves_the_classifier_and_decoder_norms_as_trained(joint_
     before, after = _running(model), _running(adapted)
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith("encoder.") for k in moved)
-    everything = adapt_batch_norm(model, bank.images, torch.device("cpu"))[1]
+    everything = adapt_batch_norm(model, bank.images, torch.device("cpu"), spec=AdaptSpec("all"))[1]
     assert 0 < info.layers < everything.layers
     assert info.as_json()["scope"] == "encoder"
 
@@ -109,3 +109,9 @@ def test_fewer_than_two_images_leave_the_statistics_as_trained(joint_run, phanto
 def test_a_bad_adapt_spec_is_a_config_error_that_names_the_option(layers, weight, word):
     with pytest.raises(ConfigError, match=word):
         AdaptSpec(layers, weight)
+
+
+def test_the_default_spec_is_the_measured_one():
+    """benchmarks/results/adapt_scope.md chose encoder-only at weight 0.5; True means it."""
+    assert AdaptSpec.of(True) == AdaptSpec("encoder", 0.5)
+    assert AdaptSpec.of(False) is None and AdaptSpec.of(None) is None
