@@ -29,6 +29,8 @@ image of every source trains both heads, teacher-student style (FixMatch, UniMat
   between are supervised only: the unlabeled views are most of a step's cost, and at equal CPU
   minutes more supervised steps won (seed 0, 8 minutes: adult lung Dice 0.928 against 0.916
   with the stream on every step; benchmarks/results/label_efficiency_joint_schedule.md).
+  Drawn at step 0 only, three seeds did better still (0.930 against 0.924): at 8 CPU minutes
+  the unlabeled images do not yet pay for their views (same write-up, section 8).
 
 Every stream goes through the shared encoder in one concatenated pass (batch norm sees them
 together); the decoder runs on the masked, weak and strong rows (no weak rows with an EMA
