@@ -92,8 +92,7 @@ def table(summed: dict, variants: list[str]) -> str:
             if cell is None:
                 continue
             figs = [
-                f"{cell[n]['mean']:.3f} ± {cell[n]['sd']:.3f}" if n in cell else "-"
-                for n in names
+                f"{cell[n]['mean']:.3f} ± {cell[n]['sd']:.3f}" if n in cell else "-" for n in names
             ]
             lines.append(f"| {method} | {variant} | {cell['seeds']} | " + " | ".join(figs) + " |")
     return "\n".join(lines) + "\n"
