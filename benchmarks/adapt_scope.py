@@ -98,6 +98,14 @@ def table(summed: dict, variants: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save(args: argparse.Namespace, rows: list[dict]) -> dict:
+    """The JSON after every evaluation (a rerun resumes from it); the summary back."""
+    summed = summary(rows)
+    result = {"settings": vars(args) | {"cpu": cpu_model()}, "rows": rows, "summary": summed}
+    args.out.write_text(json.dumps(result, indent=1, default=str))
+    return summed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, required=True, help="label_efficiency.py --out")
@@ -131,10 +139,8 @@ def main() -> None:
             row |= {name: get(metrics["sources"], *keys) for name, keys in FIGURES.items()}
             print(json.dumps(row), flush=True)
             done.append(row)
-            result = {"settings": vars(args) | {"cpu": cpu_model()}, "rows": done}
-            result["summary"] = summary(done)
-            args.out.write_text(json.dumps(result, indent=1, default=str))
-    summed = summary(done)
+            save(args, done)
+    summed = save(args, done)
     md = table(summed, variants)
     args.out.with_name(f"{args.out.stem}_table.md").write_text(md)
     print(md)
