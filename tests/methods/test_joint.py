@@ -165,6 +165,14 @@ def test_mask_view_strong_trains_the_decoder_on_the_strong_masked_view():
         weak.loss(net, batch)  # mask_view=weak finds no weak view
 
 
+def test_unlabeled_from_warms_up_supervised_then_keeps_the_schedule():
+    method = get_method("multimix", {"unlabeled_every": 2, "unlabeled_from": 5})
+    drawn = [UNLABELED in method.streams_at(step) for step in range(10)]
+    assert drawn == [False] * 5 + [False, True, False, True, False]
+    with pytest.raises(ConfigError, match="--unlabeled-from"):
+        get_method("multimix", {"unlabeled_from": -1})
+
+
 def test_unlabeled_every_leaves_the_unlabeled_stream_out_between_its_steps():
     """``unlabeled_every=3`` draws the unlabeled views on steps 0, 3, 6, ...; the steps in
     between are supervised only (masked and labeled rows) and still train both heads."""

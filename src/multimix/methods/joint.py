@@ -86,6 +86,10 @@ class JointOptions(LossWeights):
         default=4,
         metadata={"help": "Draw the unlabeled stream every N-th step (1: every step)."},
     )
+    unlabeled_from: int = field(
+        default=0,
+        metadata={"help": "Supervised warm-up: no unlabeled stream before step N."},
+    )
     ema_decay: float = field(default=0.99, metadata={"help": "EMA teacher decay."})
     momentum: float = field(default=0.999, metadata={"help": "Running class-statistics decay."})
 
@@ -109,6 +113,8 @@ class JointOptions(LossWeights):
             )
         if self.unlabeled_every < 1:
             raise ConfigError("--unlabeled-every must be >= 1")
+        if self.unlabeled_from < 0:
+            raise ConfigError("--unlabeled-from must be >= 0")
         for name in ("ema_decay", "momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} must lie in [0, 1)")
@@ -243,9 +249,10 @@ class MultiMix(Method):
     def streams_at(self, step: int) -> dict[str, Stream]:
         """All streams every ``unlabeled_every``-th step, else only the two labeled ones: the
         unlabeled views are most of a step's cost, and a supervised step is cheap enough
-        that more of them can fit the same minutes."""
+        that more of them can fit the same minutes. None before ``unlabeled_from``: the
+        pseudo-labels of a barely trained model are mostly noise."""
         streams = self.streams
-        if step % self.options.unlabeled_every:
+        if step < self.options.unlabeled_from or step % self.options.unlabeled_every:
             del streams[UNLABELED]
         return streams
 
