@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from label_efficiency import USES_CLASS, USES_MASKS
+from multimix.engine.precision import cpu_model
 from multimix.models.adapt import AdaptSpec
 from multimix.pipelines.evaluate import evaluate_run
 
@@ -144,13 +145,6 @@ def main() -> None:
     md = table(summed, variants)
     args.out.with_name(f"{args.out.stem}_table.md").write_text(md)
     print(md)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -230,6 +230,8 @@ def main() -> None:
         results = list(pool.map(lambda conf: run_one(args, *conf), confs))
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) for k, v in vars(args).items()}
+    from multimix.engine.precision import cpu_model
+
     settings["cpu"] = cpu_model()
     (args.out / f"{args.name}.json").write_text(
         json.dumps({"settings": settings, "results": results}, indent=1)
@@ -237,13 +239,6 @@ def main() -> None:
     md = table(results)
     (args.out / f"{args.name}.md").write_text(md)
     print(md)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":
