@@ -176,7 +176,7 @@ def test_unlabeled_from_warms_up_supervised_then_keeps_the_schedule():
 def test_unlabeled_every_leaves_the_unlabeled_stream_out_between_its_steps():
     """``unlabeled_every=3`` draws the unlabeled views on steps 0, 3, 6, ...; the steps in
     between are supervised only (masked and labeled rows) and still train both heads."""
-    method = get_method("multimix", {"unlabeled_every": 3})
+    method = get_method("multimix", {"unlabeled_every": 3, "unlabeled_from": 0})
     drawn = [UNLABELED in method.streams_at(step) for step in range(7)]
     assert drawn == [True, False, False, True, False, False, True]
     assert set(method.streams_at(1)) == {MASKED, LABELED}
@@ -234,7 +234,12 @@ def test_ema_teacher_and_guard_state_resume_exactly(tmp_path, phantom_dirs):
         return TrainConfig(
             out=str(tmp_path / name),
             method="multimix",
-            method_options={"teacher": "ema", "guard": "freematch", "unlabeled_every": 2},
+            method_options={
+                "teacher": "ema",
+                "guard": "freematch",
+                "unlabeled_every": 2,
+                "unlabeled_from": 0,
+            },
             class_data=[str(phantom_dirs["cls"])],
             seg_data=[str(phantom_dirs["seg"])],
             labeled_class=12,
