@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from label_efficiency import USES_CLASS, USES_MASKS
+from label_efficiency import USES_CLASS, USES_MASKS, get
 from multimix.engine.precision import cpu_model
 from multimix.models.adapt import AdaptSpec
 from multimix.pipelines.evaluate import evaluate_run
@@ -37,12 +37,6 @@ FIGURES = {
     "adult_phantom_acc": ("adult", "classification", "accuracy"),
     "ped_phantom_acc": ("pediatric", "classification", "accuracy"),
 }
-
-
-def get(block, *keys):
-    for key in keys:
-        block = block.get(key) if isinstance(block, dict) else None
-    return block
 
 
 def method_of(run: str) -> str:

@@ -128,14 +128,15 @@ def cell(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def get(block, *keys):
+    """``block[k1][k2]...``, None where a level is missing."""
+    for key in keys:
+        block = block.get(key) if isinstance(block, dict) else None
+    return block
+
+
 def figures(r: dict) -> dict[str, float | None]:
     """The table's figures of one run (None where the method has no such output)."""
-
-    def get(block: dict, *keys):
-        for key in keys:
-            block = (block or {}).get(key)
-        return block
-
     base = base_method(r["method"])
     cls, seg = base in USES_CLASS, base in USES_MASKS
     kp, cv = "kermany_pneumonia", "covid_ieee8023"

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from multimix.core.errors import ConfigError, DataError
-from multimix.models.adapt import AdaptSpec
+from multimix.models.adapt import AdaptSpec, adapt_batch_norm
 
 __all__ = [
     "BACKENDS",
@@ -268,7 +268,6 @@ class Model:
         predicts with those from then on.
         """
         from multimix.data.io import resize_image
-        from multimix.models.adapt import adapt_batch_norm
         from multimix.models.shift import pooled_features, read_reference, shift_score
 
         if adapt and self.backend != "torch":

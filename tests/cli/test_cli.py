@@ -116,7 +116,8 @@ def test_evaluate_adapt_options_reach_the_metrics(tmp_path, joint_run, phantom_d
     block = json.loads(out.read_text())["sources"]["ph_ped"]["adapted"]
     assert block["scope"] == "encoder" and block["weight"] == 0.5
     assert block["labels_used"] is False
-    assert "encoder batch-norm layers" in result.output and "mixed 0.5" in result.output
+    assert "ph_ped: --adapt: batch-norm statistics of" in result.output
+    assert "encoder layers re-estimated" in result.output and "mixed 0.5" in result.output
     result = runner.invoke(
         app, ["evaluate", str(joint_run), "--data", str(phantom_dirs["ped"]), "--out",
               str(out), "--adapt", "--adapt-weight", "2"],

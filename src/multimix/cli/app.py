@@ -237,13 +237,9 @@ def evaluate(
     _print_summary(metrics)
     for name, block in metrics["sources"].items():
         if "adapted" in block:
-            a = block["adapted"]
-            where = "" if a["scope"] == "all" else f" {a['scope']}"
-            mixed = "" if a["weight"] == 1.0 else f", mixed {a['weight']:g} with the trained ones"
-            typer.echo(
-                f"{name}: --adapt re-estimated {a['batch_norm_layers']}{where} batch-norm layers "
-                f"on its {a['images']} images{mixed} (no labels used)"
-            )
+            from multimix.models.adapt import Adaptation
+
+            typer.echo(f"{name}: {Adaptation.from_json(block['adapted']).describe()}")
         shift = block.get("shift") or {}
         if shift.get("warning"):
             typer.echo(

@@ -57,9 +57,6 @@ class AdaptSpec:
             return adapt
         return cls() if adapt else None
 
-    def selects(self, name: str) -> bool:
-        return self.layers == "all" or name == "encoder" or name.startswith("encoder.")
-
 
 @dataclass
 class Adaptation:
@@ -69,6 +66,12 @@ class Adaptation:
     layers: int  # batch-norm layers whose statistics were re-estimated
     spec: AdaptSpec = AdaptSpec()
     labels_used: bool = False
+
+    @classmethod
+    def from_json(cls, block: dict) -> Adaptation:
+        """Back from a ``metrics.json`` block, to describe it."""
+        spec = AdaptSpec(block["scope"], block["weight"])
+        return cls(block["images"], block["batch_norm_layers"], spec)
 
     def as_json(self) -> dict:
         return {
@@ -108,11 +111,8 @@ def adapt_batch_norm(
     """
     spec = spec or AdaptSpec()
     adapted = copy.deepcopy(model).to(device).eval()
-    norms = [
-        m
-        for name, m in adapted.named_modules()
-        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and spec.selects(name)
-    ]
+    scope = adapted.encoder if spec.layers == "encoder" else adapted
+    norms = [m for m in scope.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
     trained = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
     for norm in norms:
         norm.reset_running_stats()
