@@ -81,3 +81,28 @@ def test_streams_draw_and_resume_identically(phantom_dirs):
     assert seg["weak"].x.shape == (3, 1, 32, 32) and seg["weak"].masks.shape == (3, 1, 32, 32)
     assert torch.equal(b1[LABELED].targets, data.bank.targets[b1[LABELED].rows])
     assert not torch.equal(b1[UNLABELED]["weak"].x, b1[UNLABELED]["strong"].x)
+
+
+def test_class_domain_marks_the_images_of_class_and_unlabeled_sources(phantom_dirs):
+    """The unlabeled stream mixes both sources; each drawn row says whether its source was
+    given for the class task, so a method can keep class pseudo-labels off mask-only ones."""
+    sources, roles = load_sources(
+        {
+            "class": [str(phantom_dirs["cls"])],
+            "seg": [str(phantom_dirs["seg"])],
+            "unlabeled": [str(phantom_dirs["ped"])],
+        }
+    )
+    split = make_split(sources, roles, LABELS, 10, 4, 0.1, 0.2, seed=0)
+    data = assemble(sources, split, LABELS, 32, ("lungs",))
+    domain = data.class_domain()
+    by_source = {r.source for r, d in zip(data.bank.records, domain.tolist(), strict=True) if d}
+    assert by_source == {"ph_cls", "ph_ped"}
+    from multimix.data.augment import AugmentConfig
+
+    rows = data.rows[UNLABELED]
+    pools = {UNLABELED: Pool(UNLABELED, rows, len(rows), seed=0)}
+    streams = Streams(data.bank, pools, AugmentConfig(), seed=0, class_domain=domain)
+    draw = streams.draw({UNLABELED: Stream(UNLABELED)})[UNLABELED]
+    expect = [data.bank.records[i].source != "ph_seg" for i in draw.rows.tolist()]
+    assert draw.class_domain.tolist() == expect and not all(expect) and any(expect)

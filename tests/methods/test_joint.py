@@ -75,6 +75,35 @@ def test_freematch_thresholds_are_lower_for_the_rarer_class():
     assert keep.all() and labels.tolist() == [1] * 7 + [0]
 
 
+def test_guard_rows_leave_the_other_images_unlabeled_and_out_of_the_statistics():
+    """Rows outside ``rows`` never get a pseudo-label and do not move the running mean."""
+    logits = torch.tensor([[0.0, 4.0]] * 3 + [[4.0, 0.0]])
+    rows = torch.tensor([False, False, False, True])
+    guard = ClassGuard("fixed", 2, 0.6, momentum=0.0)
+    labels, keep = guard.targets(logits, rows)
+    assert keep.tolist() == [False, False, False, True] and labels[3] == 0
+    assert guard.mean_probs[0] > 0.9  # the mean of row 3 alone, not of all four
+    untouched = ClassGuard("freematch", 2, 0.6, momentum=0.0)
+    _, keep = untouched.targets(logits, torch.zeros(4, dtype=torch.bool))
+    assert not keep.any() and torch.equal(untouched.mean_probs, torch.tensor([0.5, 0.5]))
+
+
+@pytest.mark.parametrize("pseudo_from, kept", [("all", 1.0), ("class", 0.5)])
+def test_pseudo_from_class_keeps_class_pseudo_labels_off_mask_only_sources(pseudo_from, kept):
+    """Half the unlabeled rows come from a mask-only source: with ``class`` only the other
+    half can get a class pseudo-label; their pixel pseudo-masks stay."""
+    method = get_method(
+        "multimix",
+        {"pseudo_from": pseudo_from, "threshold": 0.5, "pixel_threshold": 0.5, "guard": "fixed"},
+    )
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    method.setup(net)
+    batch = _batch()
+    batch[UNLABELED].class_domain = torch.tensor([True, False])
+    _, logs = method.loss(net, batch)
+    assert logs["pseudo_kept"] == kept and logs["pixel_kept"] == 1.0
+
+
 def _batch(b=2, s=32) -> Batch:
     g = torch.Generator().manual_seed(0)
 
@@ -227,6 +256,8 @@ def test_bad_joint_options_are_one_line_errors():
         get_method("multimix", {"mask_view": "sideways"})
     with pytest.raises(ConfigError, match="--unlabeled-every"):
         get_method("multimix", {"unlabeled_every": 0})
+    with pytest.raises(ConfigError, match="--pseudo-from"):
+        get_method("multimix", {"pseudo_from": "somewhere"})
 
 
 def test_ema_teacher_and_guard_state_resume_exactly(tmp_path, phantom_dirs):

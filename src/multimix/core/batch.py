@@ -56,6 +56,8 @@ class Draw:
     views: dict[str, View]
     known: torch.Tensor | None = None  # bool (B, K): which structures have a mask
     targets: torch.Tensor | None = None  # the task's targets of the rows
+    # bool (B,): the row's source was given for the class task (class or unlabeled data)
+    class_domain: torch.Tensor | None = None
 
     @classmethod
     def of(
@@ -94,5 +96,11 @@ class Batch(dict[str, Draw]):
             for v, view in draw.views.items():
                 extras = {k: move(e) for k, e in view.extras.items()}
                 views[v] = View(move(view.x), move(view.masks), extras)
-            out[name] = Draw(draw.rows, views, move(draw.known), move(draw.targets))
+            out[name] = Draw(
+                draw.rows,
+                views,
+                move(draw.known),
+                move(draw.targets),
+                move(draw.class_domain),
+            )
         return out

@@ -26,6 +26,7 @@ from multimix.data.splits import choose_subset, split_by_patient
 
 ROLES = ("class", "seg", "unlabeled", "pretrain")
 TRAIN_ONLY = {"unlabeled", "pretrain"}  # roles whose sources are never split
+CLASS_DOMAIN = {"class", "unlabeled"}  # roles whose images the class task is about
 
 
 @dataclass
@@ -35,6 +36,17 @@ class TrainingData:
     val: dict[str, torch.Tensor]  # source name -> bank rows of its val part
     split: dict
     sources: dict[str, Source]
+
+    def class_domain(self) -> torch.Tensor:
+        """Bool (N,): the bank row's source was given for the class task (``--class-data`` or
+        ``--unlabeled-data``). A source given only for its masks may hold any mix of classes
+        (the adult covid set is almost all abnormal), so a method can keep its class
+        pseudo-labels off those images."""
+        roles = {name: set(info["roles"]) for name, info in self.split["sources"].items()}
+        return torch.tensor(
+            [bool(roles.get(r.source, set()) & CLASS_DOMAIN) for r in self.bank.records],
+            dtype=torch.bool,
+        )
 
 
 def load_sources(

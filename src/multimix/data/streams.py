@@ -93,8 +93,10 @@ class Streams:
         seed: int,
         rank: int = 0,
         label_maps: LabelMaps | None = None,
+        class_domain: torch.Tensor | None = None,
     ) -> None:
         self.bank = bank
+        self.class_domain = class_domain  # bool (N,) over bank rows, see TrainingData
         self.pools = pools
         self.augment = augment
         self.label_maps = label_maps
@@ -146,6 +148,7 @@ class Streams:
             views,
             known=bank.known[rows] if stream.masks else None,
             targets=bank.targets[rows] if stream.targets else None,
+            class_domain=self.class_domain[rows] if self.class_domain is not None else None,
         )
 
     def state_dict(self) -> dict:

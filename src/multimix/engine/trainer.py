@@ -207,7 +207,13 @@ class Trainer:
         roots = {name: source.root for name, source in self.data.sources.items()}
         label_maps = self.task.prepare(self.data.bank, rows, roots)
         return Streams(
-            self.data.bank, pools, cfg.augment, cfg.seed, self.world.rank, label_maps=label_maps
+            self.data.bank,
+            pools,
+            cfg.augment,
+            cfg.seed,
+            self.world.rank,
+            label_maps=label_maps,
+            class_domain=self.data.class_domain(),
         )
 
     def _shard(self) -> tuple[int, int]:

@@ -62,6 +62,7 @@ STRONG = "weak>photometric"  # the strong view, pixel-aligned with the weak one
 GUARDS = ("da", "freematch", "fixed")
 MASK_VIEWS = ("weak", "strong")
 TEACHERS = ("self", "ema")
+PSEUDO_FROM = ("class", "all")
 
 
 @dataclass
@@ -82,6 +83,13 @@ class JointOptions(LossWeights):
     )
     guard: str = field(default="da", metadata={"help": "Class pseudo-labels: da|freematch|fixed."})
     teacher: str = field(default="self", metadata={"help": "Targets from: self|ema."})
+    pseudo_from: str = field(
+        default="all",
+        metadata={
+            "help": "Class pseudo-labels on images of: class|all sources (class: only "
+            "--class-data and --unlabeled-data; mask-only sources get pixel pseudo-masks only)."
+        },
+    )
     bridge: bool = field(
         default=True, metadata={"help": "Feed the classifier's saliency to the decoder."}
     )
@@ -113,6 +121,10 @@ class JointOptions(LossWeights):
         if self.teacher not in TEACHERS:
             raise ConfigError(
                 f"--teacher must be one of {', '.join(TEACHERS)}, not {self.teacher!r}"
+            )
+        if self.pseudo_from not in PSEUDO_FROM:
+            raise ConfigError(
+                f"--pseudo-from must be one of {', '.join(PSEUDO_FROM)}, not {self.pseudo_from!r}"
             )
         if self.unlabeled_every < 1:
             raise ConfigError("--unlabeled-every must be >= 1")
@@ -196,25 +208,36 @@ class ClassGuard:
             freq = counts / counts.sum()
             self.prior = self.momentum * self.prior + (1 - self.momentum) * freq
 
-    def targets(self, weak_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pseudo-labels and the keep mask for the weak-view logits (no gradient)."""
+    def targets(
+        self, weak_logits: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pseudo-labels and the keep mask for the weak-view logits (no gradient).
+
+        ``rows`` (bool) are the rows that may get a pseudo-label; only they move the running
+        statistics, and the others are never kept.
+        """
         probs = torch.softmax(weak_logits.detach().float(), dim=1)
-        batch_mean = probs.mean(0).cpu()
-        self.mean_probs = self.momentum * self.mean_probs + (1 - self.momentum) * batch_mean
+        if rows is None:
+            rows = torch.ones(len(probs), dtype=torch.bool, device=probs.device)
+        rows = rows.to(probs.device)
+        if rows.any():
+            batch_mean = probs[rows].mean(0).cpu()
+            self.mean_probs = self.momentum * self.mean_probs + (1 - self.momentum) * batch_mean
         if self.kind == "da":
             scale = (self.prior / self.mean_probs.clamp_min(1e-6)).to(probs.device)
             probs = probs * scale
             probs = probs / probs.sum(1, keepdim=True)
         confidence, label = probs.max(dim=1)
         if self.kind == "freematch":
-            batch_conf = confidence.mean().cpu()
-            self.confidence = self.momentum * self.confidence + (1 - self.momentum) * batch_conf
+            if rows.any():
+                batch_conf = confidence[rows].mean().cpu()
+                self.confidence = self.momentum * self.confidence + (1 - self.momentum) * batch_conf
             local = self.mean_probs / self.mean_probs.max()
             per_class = (self.confidence * local).to(probs.device)
             keep = confidence >= per_class[label]
         else:
             keep = confidence >= self.threshold
-        return label, keep
+        return label, keep & rows
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"prior": self.prior, "mean_probs": self.mean_probs, "confidence": self.confidence}
@@ -348,7 +371,8 @@ class MultiMix(Method):
             total = total + w.consistency * kl
             logs["loss_kl"] = kl.item()
 
-        label, keep = self.guard.targets(weak_logits)
+        allowed = unl.class_domain if w.pseudo_from == "class" else None
+        label, keep = self.guard.targets(weak_logits, allowed)
         per = F.cross_entropy(strong_logits.float(), label, reduction="none")
         pseudo = (per * keep).mean()
         total = total + w.pseudo * pseudo
