@@ -194,6 +194,24 @@ def test_mask_view_strong_trains_the_decoder_on_the_strong_masked_view():
         weak.loss(net, batch)  # mask_view=weak finds no weak view
 
 
+def test_class_view_strong_trains_the_classifier_on_the_strong_labeled_view():
+    """``class_view=strong`` draws the labeled images in the strong view, and the supervised
+    cross-entropy reads that view's images."""
+    assert get_method("multimix").streams[LABELED].views == ("weak",)
+    method = get_method("multimix", {"class_view": "strong"})
+    assert method.streams[LABELED].views == ("strong",) and method.streams[LABELED].targets
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    batch = _batch()
+    x, targets = batch[LABELED]["weak"].x, batch[LABELED].targets
+    batch[LABELED] = Draw.of(strong=x, targets=targets)
+    _, logs = method.loss(net, batch)
+    batch[LABELED] = Draw.of(strong=x.flip(-1) * 0.5, targets=targets)
+    _, logs_other = method.loss(net, batch)
+    assert logs["loss_cls"] != logs_other["loss_cls"]  # the strong view's images count
+    with pytest.raises(KeyError):
+        get_method("multimix").loss(net, batch)  # class_view=weak finds no weak view
+
+
 def test_unlabeled_from_warms_up_supervised_then_keeps_the_schedule():
     method = get_method("multimix", {"unlabeled_every": 2, "unlabeled_from": 5})
     drawn = [UNLABELED in method.streams_at(step) for step in range(10)]
@@ -254,6 +272,8 @@ def test_bad_joint_options_are_one_line_errors():
         get_method("multimix", {"pixel_threshold": 0.2})
     with pytest.raises(ConfigError, match="--mask-view"):
         get_method("multimix", {"mask_view": "sideways"})
+    with pytest.raises(ConfigError, match="--class-view"):
+        get_method("multimix", {"class_view": "sideways"})
     with pytest.raises(ConfigError, match="--unlabeled-every"):
         get_method("multimix", {"unlabeled_every": 0})
     with pytest.raises(ConfigError, match="--pseudo-from"):

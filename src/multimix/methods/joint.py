@@ -20,6 +20,11 @@ image of every source trains both heads, teacher-student style (FixMatch, UniMat
 * the few masked images are drawn in the strong view (RandAugment's geometry and appearance
   with the mask following): with 10 masks, seed 0 lifted lung Dice on pediatric phantoms from
   0.448 to 0.735 and on the adult test from 0.893 to 0.919; seed 2 was level (0.818 both);
+* the labeled class images are drawn in the weak view (``class_view``; ``strong`` draws them
+  in RandAugment's view, as the masked images are);
+* class pseudo-labels on the images of every source (``pseudo_from=all``), or only on those of
+  the class and unlabeled sources (``class``): a source given for its masks may hold any mix
+  of classes, and its images then get pixel pseudo-masks only;
 * the targets come from the student's own weak pass (``teacher=self``: free, the weak views
   are in the batch anyway) or from an EMA teacher (``teacher=ema``: one forward without a
   graph, and the weak views leave the student's pass, whose backward was spent on rows that
@@ -60,7 +65,7 @@ from multimix.models.saliency import input_saliency, traced_saliency
 
 STRONG = "weak>photometric"  # the strong view, pixel-aligned with the weak one
 GUARDS = ("da", "freematch", "fixed")
-MASK_VIEWS = ("weak", "strong")
+VIEWS_OF_LABELED = ("weak", "strong")  # the views a labeled stream may be drawn in
 TEACHERS = ("self", "ema")
 PSEUDO_FROM = ("class", "all")
 
@@ -80,6 +85,9 @@ class JointOptions(LossWeights):
     cutmix: float = field(default=0.5, metadata={"help": "Share of strong views CutMixed."})
     mask_view: str = field(
         default="strong", metadata={"help": "View of the masked images: strong|weak."}
+    )
+    class_view: str = field(
+        default="weak", metadata={"help": "View of the class-labeled images: weak|strong."}
     )
     guard: str = field(default="da", metadata={"help": "Class pseudo-labels: da|freematch|fixed."})
     teacher: str = field(default="self", metadata={"help": "Targets from: self|ema."})
@@ -114,10 +122,12 @@ class JointOptions(LossWeights):
             raise ConfigError("--cutmix must lie in [0, 1]")
         if self.guard not in GUARDS:
             raise ConfigError(f"--guard must be one of {', '.join(GUARDS)}, not {self.guard!r}")
-        if self.mask_view not in MASK_VIEWS:
-            raise ConfigError(
-                f"--mask-view must be one of {', '.join(MASK_VIEWS)}, not {self.mask_view!r}"
-            )
+        for name in ("mask_view", "class_view"):
+            if getattr(self, name) not in VIEWS_OF_LABELED:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be one of {', '.join(VIEWS_OF_LABELED)}, "
+                    f"not {getattr(self, name)!r}"
+                )
         if self.teacher not in TEACHERS:
             raise ConfigError(
                 f"--teacher must be one of {', '.join(TEACHERS)}, not {self.teacher!r}"
@@ -268,7 +278,7 @@ class MultiMix(Method):
     def streams(self) -> dict[str, Stream]:
         return {
             MASKED: Stream(MASKED, (self.options.mask_view,), masks=True),
-            LABELED: Stream(LABELED, targets=True),
+            LABELED: Stream(LABELED, (self.options.class_view,), targets=True),
             UNLABELED: Stream(UNLABELED, ("weak", STRONG), size="unlabeled"),
         }
 
@@ -317,7 +327,7 @@ class MultiMix(Method):
             n_w = n_u if keep_weak else 0
             unlabeled_rows = [weak_x, strong_x] if keep_weak else [strong_x]
         # Decoder rows first: masked, weak, strong; then the labeled class rows.
-        x = torch.cat([seg_view.x, *unlabeled_rows, cls["weak"].x])
+        x = torch.cat([seg_view.x, *unlabeled_rows, cls[w.class_view].x])
         n_dec = n_seg + n_w + n_u
         bridged = model.bridge is not None
         trace = EncoderTrace() if bridged and model.traceable else None
