@@ -149,6 +149,7 @@ def figures(r: dict) -> dict[str, float | None]:
         "covid_acc": get(r, cv, "classification", "accuracy") if cls else None,
         "covid_normal": get(r, cv, *NORMAL_RECALL) if cls else None,
         "covid_normal_adapt": get(a, cv, *NORMAL_RECALL) if cls else None,
+        "covid_normals": get(r, cv, *NORMAL_SUPPORT) if cls else None,
         "phantom_adult_acc": get(r, ph_ad, "classification", "accuracy") if cls else None,
         "phantom_adult_acc_adapt": get(a, ph_ad, "classification", "accuracy") if cls else None,
         "lung_dice": get(r, cv, "segmentation", "dice") if seg else None,
@@ -160,6 +161,9 @@ def figures(r: dict) -> dict[str, float | None]:
 
 
 NORMAL_RECALL = ("classification", "per_class", "normal", "recall")
+NORMAL_SUPPORT = ("classification", "per_class", "normal", "support")
+# Recalls on a handful of images: the cell also gives the images called normal over all seeds.
+POOLED = {"covid_normal": "covid_normals", "covid_normal_adapt": "covid_normals"}
 COLUMNS = (
     ("steps", "steps"), ("pneu_acc", "pneumonia acc"), ("pneu_auc", "pneumonia AUC"),
     ("covid_acc", "covid-set acc"), ("covid_normal", "adult normals called normal"),
@@ -189,6 +193,11 @@ def table(results: list[dict]) -> str:
                 cells.append(f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}")
             else:
                 cells.append(cell(values[0]))
+            if key in POOLED and values:
+                pairs = [(r[key], r[POOLED[key]]) for r in rows if r[key] is not None]
+                if all(n is not None for _, n in pairs):
+                    called = sum(round(v * n) for v, n in pairs)
+                    cells[-1] += f" ({called}/{sum(n for _, n in pairs)})"
         shown_cls = n_cls if base_method(method) in USES_CLASS else "-"
         shown_seg = n_seg if base_method(method) in USES_MASKS else "-"
         lines.append(
