@@ -141,6 +141,36 @@ def test_joint_step_decodes_masked_weak_and_strong_rows(teacher, rows):
     assert dec and any(g.abs().sum() > 0 for g in dec)
 
 
+@pytest.mark.parametrize("teacher, rows", [("self", [2, 4]), ("ema", [2, 2])])
+def test_smaller_unlabeled_views_get_an_encoder_pass_of_their_own(teacher, rows):
+    """``unlabeled_size`` shrinks the weak and strong views (32 -> 16 px here): the masked and
+    class rows keep their pass, the unlabeled rows get a second one whose masks are 16 px, and
+    the pixel pseudo-masks and class pseudo-labels are read from it."""
+    method = get_method(
+        "multimix", {"unlabeled_size": 32, "teacher": teacher, "pixel_threshold": 0.5}
+    )
+    method.options.unlabeled_size = 16  # below the options' floor, to keep the test small
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    method.setup(net)
+    seen = []
+    net.decoder.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    loss, logs = method.loss(net, _batch())
+    loss.backward()
+    assert [s[0] for s in seen] == rows
+    assert seen[0][-1] == 32 and seen[1][-1] == 16
+    assert logs["pixel_kept"] == 1.0 and logs["loss_pixel"] > 0 and "loss_pseudo" in logs
+
+
+def test_unlabeled_size_at_the_image_size_is_the_one_pass_step():
+    """Asking for the run's own size changes nothing: the same single concatenated pass."""
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    torch.manual_seed(0)  # the classifier's dropout
+    a = get_method("multimix").loss(net, _batch())[1]
+    torch.manual_seed(0)
+    b = get_method("multimix", {"unlabeled_size": 32}).loss(net, _batch())[1]
+    assert a == b
+
+
 def test_ema_student_pass_keeps_its_weak_rows_for_the_kl_term():
     """The KL term compares the student's masked and weak rows, so it brings them back."""
     method = get_method("multimix", {"teacher": "ema", "consistency": 0.1})
@@ -276,6 +306,10 @@ def test_bad_joint_options_are_one_line_errors():
         get_method("multimix", {"class_view": "sideways"})
     with pytest.raises(ConfigError, match="--unlabeled-every"):
         get_method("multimix", {"unlabeled_every": 0})
+    with pytest.raises(ConfigError, match="--unlabeled-size"):
+        get_method("multimix", {"unlabeled_size": 8})
+    with pytest.raises(ConfigError, match="--unlabeled-size 0"):
+        get_method("multimix", {"unlabeled_size": 64, "consistency": 0.01})
     with pytest.raises(ConfigError, match="--pseudo-from"):
         get_method("multimix", {"pseudo_from": "somewhere"})
 

@@ -42,7 +42,9 @@ image of every source trains both heads, teacher-student style (FixMatch, UniMat
 
 Every stream goes through the shared encoder in one concatenated pass (batch norm sees them
 together); the decoder runs on the masked, weak and strong rows (no weak rows with an EMA
-teacher).
+teacher). With ``unlabeled_size`` below the run's image size the unlabeled views are shrunk
+(area averaging) and go through a pass of their own: a quarter of the arithmetic at half the
+side, for pseudo-labels drawn at another scale.
 """
 
 from __future__ import annotations
@@ -105,6 +107,13 @@ class JointOptions(LossWeights):
         default=4,
         metadata={"help": "Draw the unlabeled stream every N-th step (1: every step)."},
     )
+    unlabeled_size: int = field(
+        default=0,
+        metadata={
+            "help": "Side in pixels of the unlabeled views, which then get an encoder pass of "
+            "their own (0: the run's image size, one pass with the other streams)."
+        },
+    )
     unlabeled_from: int = field(
         default=400,
         metadata={"help": "Supervised warm-up: no unlabeled stream before step N."},
@@ -138,6 +147,13 @@ class JointOptions(LossWeights):
             )
         if self.unlabeled_every < 1:
             raise ConfigError("--unlabeled-every must be >= 1")
+        if self.unlabeled_size < 0 or 0 < self.unlabeled_size < 32:
+            raise ConfigError("--unlabeled-size must be 0 or at least 32")
+        if self.unlabeled_size and self.consistency > 0:
+            raise ConfigError(
+                "--w-consistency compares masked and unlabeled masks pixel by pixel, so it "
+                "needs --unlabeled-size 0"
+            )
         if self.unlabeled_from < 0:
             raise ConfigError("--unlabeled-from must be >= 0")
         for name in ("ema_decay", "momentum"):
@@ -192,6 +208,33 @@ def cutmix_boxes(
 def mix(a: torch.Tensor, box: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     """``a`` with each image's box taken from image ``source[i]`` (images, masks, confidences)."""
     return torch.where(box.to(a.device), a[source.to(a.device)], a)
+
+
+def shrink(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images resized to ``size`` pixels a side by area averaging (antialiased)."""
+    return F.interpolate(x, size=(size, size), mode="area").contiguous(
+        memory_format=torch.channels_last
+    )
+
+
+def joint_pass(model: nn.Module, x: torch.Tensor, n_dec: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits of every row and mask logits of the first ``n_dec``, from one encoder pass;
+    with a bridge, the decoder also gets the classifier's saliency of those rows."""
+    bridged = model.bridge is not None
+    trace = EncoderTrace() if bridged and model.traceable else None
+    if bridged and trace is None:
+        x.requires_grad_(True)
+    feats = model.encode(x, trace)
+    logits = model.classify(feats)
+    decoder_feats = [leading_rows(f, n_dec) for f in feats]
+    if not bridged:  # the saliency walk only feeds the bridge: without one it is skipped
+        return logits, model.segment(decoder_feats)
+    sal = (
+        traced_saliency(logits, feats, trace, n_dec, walk_dtype=feats[-1].dtype)
+        if trace is not None
+        else input_saliency(logits, x, rows=n_dec)
+    )
+    return logits, model.segment(decoder_feats, x[:n_dec].detach(), sal)
 
 
 class ClassGuard:
@@ -312,11 +355,13 @@ class MultiMix(Method):
         w, task = self.options, self.task
         seg, cls, unl = batch[MASKED], batch[LABELED], batch.get(UNLABELED)
         seg_view = seg[w.mask_view]
-        n_seg, n_cls = len(seg), len(cls)
+        cls_x = cls[w.class_view].x
+        n_seg, n_u, n_w = len(seg), 0, 0
         unlabeled_rows: list[torch.Tensor] = []
-        n_u = n_w = 0
         if unl is not None:  # absent on the steps ``streams_at`` leaves it out
             weak_x, strong_x = unl["weak"].x, unl[STRONG].x
+            if w.unlabeled_size and w.unlabeled_size != weak_x.shape[-1]:
+                weak_x, strong_x = (shrink(v, w.unlabeled_size) for v in (weak_x, strong_x))
             n_u = len(unl)
             gen = torch.Generator().manual_seed(step * 1_000_003 + 17)  # resumable
             box, source = cutmix_boxes(n_u, tuple(strong_x.shape[-2:]), w.cutmix, gen)
@@ -326,32 +371,27 @@ class MultiMix(Method):
             keep_weak = self.teacher is None or w.consistency > 0
             n_w = n_u if keep_weak else 0
             unlabeled_rows = [weak_x, strong_x] if keep_weak else [strong_x]
-        # Decoder rows first: masked, weak, strong; then the labeled class rows.
-        x = torch.cat([seg_view.x, *unlabeled_rows, cls[w.class_view].x])
-        n_dec = n_seg + n_w + n_u
-        bridged = model.bridge is not None
-        trace = EncoderTrace() if bridged and model.traceable else None
-        if bridged and trace is None:
-            x.requires_grad_(True)
-        feats = model.encode(x, trace)
-        logits = model.classify(feats)
-        decoder_feats = [leading_rows(f, n_dec) for f in feats]
-        if bridged:  # the saliency walk only feeds the bridge: without one it is skipped
-            sal = (
-                traced_saliency(logits, feats, trace, n_dec, walk_dtype=feats[-1].dtype)
-                if trace is not None
-                else input_saliency(logits, x, rows=n_dec)
-            )
-            mask_logits = model.segment(decoder_feats, x[:n_dec].detach(), sal)
+        if unlabeled_rows and unlabeled_rows[0].shape[-2:] != seg_view.x.shape[-2:]:
+            # Smaller unlabeled views: a pass of their own (decoder on all of them).
+            seg_logits, seg_masks = joint_pass(model, torch.cat([seg_view.x, cls_x]), n_seg)
+            cls_logits = seg_logits[n_seg:]
+            u_logits, u_masks = joint_pass(model, torch.cat(unlabeled_rows), n_w + n_u)
         else:
-            mask_logits = model.segment(decoder_feats)
+            # One concatenated pass, decoder rows first: masked, weak, strong; then the
+            # labeled class rows (batch norm sees every stream together).
+            n_dec = n_seg + n_w + n_u
+            logits, mask_logits = joint_pass(
+                model, torch.cat([seg_view.x, *unlabeled_rows, cls_x]), n_dec
+            )
+            seg_masks, cls_logits = mask_logits[:n_seg], logits[n_dec:]
+            u_logits, u_masks = logits[n_seg:n_dec], mask_logits[n_seg:]
         logs: dict[str, float] = {}
 
-        seg_loss = dice_bce(mask_logits[:n_seg], seg_view.masks, seg.known)
+        seg_loss = dice_bce(seg_masks, seg_view.masks, seg.known)
         total = w.seg * seg_loss
         logs["loss_seg"] = seg_loss.item()
 
-        ce, cls_logs = task.supervised_loss(logits[n_dec : n_dec + n_cls], cls.targets)
+        ce, cls_logs = task.supervised_loss(cls_logits, cls.targets)
         total = total + w.cls * ce
         logs |= cls_logs
         self.guard.update_prior(cls.targets)
@@ -359,25 +399,23 @@ class MultiMix(Method):
             logs["loss"] = total.item()
             return total, logs
 
-        strong_logits = logits[n_seg + n_w : n_dec]
+        strong_logits, strong_masks = u_logits[n_w:], u_masks[n_w:]
         if self.teacher is not None:
             with torch.no_grad():
                 weak_logits, weak_masks = self._teacher_targets(weak_x)
         else:
-            weak_logits = logits[n_seg : n_seg + n_u]
-            weak_masks = torch.sigmoid(mask_logits[n_seg : n_seg + n_u].detach().float())
+            weak_logits = u_logits[:n_u]
+            weak_masks = torch.sigmoid(u_masks[:n_u].detach().float())
 
         if w.pixel > 0:
             target = mix(weak_masks, box, source)
-            pixel, keep = pixel_pseudo_loss(
-                mask_logits[n_seg + n_w : n_dec], target, w.pixel_threshold
-            )
+            pixel, keep = pixel_pseudo_loss(strong_masks, target, w.pixel_threshold)
             total = total + w.pixel * pixel
             logs["loss_pixel"] = pixel.item()
             logs["pixel_kept"] = keep.float().mean().item()
         if w.consistency > 0:
             m = min(n_seg, n_u)
-            kl = bernoulli_kl(mask_logits[:m].detach(), mask_logits[n_seg : n_seg + m])
+            kl = bernoulli_kl(seg_masks[:m].detach(), u_masks[:m])
             total = total + w.consistency * kl
             logs["loss_kl"] = kl.item()
 
