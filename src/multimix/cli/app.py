@@ -208,6 +208,7 @@ def evaluate(
     """Metrics per source, on images the run never trained on."""
     from multimix.core.atomic import atomic_write_text
     from multimix.data.labels import parse_label_map, parse_list
+    from multimix.models.adapt import Adaptation
     from multimix.pipelines.evaluate import evaluate_run
 
     if not data:
@@ -237,8 +238,6 @@ def evaluate(
     _print_summary(metrics)
     for name, block in metrics["sources"].items():
         if "adapted" in block:
-            from multimix.models.adapt import Adaptation
-
             typer.echo(f"{name}: {Adaptation.from_json(block['adapted']).describe()}")
         shift = block.get("shift") or {}
         if shift.get("warning"):

@@ -273,7 +273,8 @@ class ClassGuard:
         if rows is None:
             rows = torch.ones(len(probs), dtype=torch.bool, device=probs.device)
         rows = rows.to(probs.device)
-        if rows.any():
+        counted = bool(rows.any())  # a batch with no such row leaves the statistics alone
+        if counted:
             batch_mean = probs[rows].mean(0).cpu()
             self.mean_probs = self.momentum * self.mean_probs + (1 - self.momentum) * batch_mean
         if self.kind == "da":
@@ -282,7 +283,7 @@ class ClassGuard:
             probs = probs / probs.sum(1, keepdim=True)
         confidence, label = probs.max(dim=1)
         if self.kind == "freematch":
-            if rows.any():
+            if counted:
                 batch_conf = confidence[rows].mean().cpu()
                 self.confidence = self.momentum * self.confidence + (1 - self.momentum) * batch_conf
             local = self.mean_probs / self.mean_probs.max()
@@ -357,10 +358,12 @@ class MultiMix(Method):
         seg_view = seg[w.mask_view]
         cls_x = cls[w.class_view].x
         n_seg, n_u, n_w = len(seg), 0, 0
+        # Smaller unlabeled views cannot join the other rows' pass: they get one of their own.
+        own_pass = unl is not None and w.unlabeled_size not in (0, seg_view.x.shape[-1])
         unlabeled_rows: list[torch.Tensor] = []
         if unl is not None:  # absent on the steps ``streams_at`` leaves it out
             weak_x, strong_x = unl["weak"].x, unl[STRONG].x
-            if w.unlabeled_size and w.unlabeled_size != weak_x.shape[-1]:
+            if own_pass:
                 weak_x, strong_x = (shrink(v, w.unlabeled_size) for v in (weak_x, strong_x))
             n_u = len(unl)
             gen = torch.Generator().manual_seed(step * 1_000_003 + 17)  # resumable
@@ -371,8 +374,7 @@ class MultiMix(Method):
             keep_weak = self.teacher is None or w.consistency > 0
             n_w = n_u if keep_weak else 0
             unlabeled_rows = [weak_x, strong_x] if keep_weak else [strong_x]
-        if unlabeled_rows and unlabeled_rows[0].shape[-2:] != seg_view.x.shape[-2:]:
-            # Smaller unlabeled views: a pass of their own (decoder on all of them).
+        if own_pass:  # the decoder runs on all of the unlabeled pass's rows
             seg_logits, seg_masks = joint_pass(model, torch.cat([seg_view.x, cls_x]), n_seg)
             cls_logits = seg_logits[n_seg:]
             u_logits, u_masks = joint_pass(model, torch.cat(unlabeled_rows), n_w + n_u)
