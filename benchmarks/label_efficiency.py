@@ -6,12 +6,19 @@ Classification source: kermany_pneumonia; segmentation source: covid_ieee8023 (c
 count as pneumonia). Each run trains through the CLI for the same wall-clock budget, then is
 evaluated on the held-out, patient-grouped test parts of both sources. Finished runs are kept, so
 an interrupted benchmark resumes where it stopped. Writes label_efficiency.json and .md.
+
+``--hold-out-site NAME:COLUMN=TEXT`` moves one hospital out of the segmentation source: the
+images whose ``meta.csv`` COLUMN contains TEXT are left out of training entirely and scored in
+full as the folder NAME, a cross-hospital column of real radiographs (``covid_ieee8023``'s
+``hannover:url=ml-workgroup`` is the 85 images, 66 with masks, of one hospital's repository).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -76,9 +83,47 @@ def phantoms(out: Path, size: int) -> dict[str, Path]:
     return folders
 
 
+def split_site(source: Path, out: Path, spec: str) -> tuple[Path, Path]:
+    """``source`` without one site, and that site alone, as two source folders (written once).
+
+    ``spec`` is ``NAME:COLUMN=TEXT``. Images are linked, not copied; ``labels.csv`` and
+    ``meta.csv`` keep only their own rows, so the rest is split by patient as before.
+    """
+    name, _, rule = spec.partition(":")
+    column, _, text = rule.partition("=")
+    if not (name and column and text):
+        raise SystemExit(f"--hold-out-site: expected NAME:COLUMN=TEXT, got {spec!r}")
+    rest, site = out / "sites" / f"without-{name}" / source.name, out / "sites" / name
+    if (site / "labels.csv").exists() and (rest / "labels.csv").exists():
+        return rest, site
+    meta = list(csv.DictReader((source / "meta.csv").open()))
+    if column not in meta[0]:
+        raise SystemExit(f"--hold-out-site: {source / 'meta.csv'} has no column {column!r}")
+    chosen = {r["image"] for r in meta if text in r[column]}
+    if not chosen:
+        raise SystemExit(f"--hold-out-site: no row of {source / 'meta.csv'} matches {rule!r}")
+    for folder, keep in ((rest, lambda n: n not in chosen), (site, lambda n: n in chosen)):
+        for sub in ("images", "masks"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            for f in sorted((source / sub).iterdir()) if (source / sub).is_dir() else []:
+                if keep(f.name) and not (folder / sub / f.name).exists():
+                    os.symlink(f.resolve(), folder / sub / f.name)
+        for table_name in ("meta.csv", "labels.csv"):
+            rows = list(csv.DictReader((source / table_name).open()))
+            with (folder / table_name).open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(r for r in rows if keep(r["image"]))
+    return rest, site
+
+
 def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
     """Train (or resume, or reuse) one run, then evaluate it plainly and with --adapt."""
     kermany, covid = args.data / "kermany_pneumonia", args.data / "covid_ieee8023"
+    extra: list[Path] = []
+    if args.hold_out_site:
+        covid, site = split_site(covid, args.out, args.hold_out_site)
+        extra = [site]
     ph = phantoms(args.out, args.image_size)
     run = args.out / "runs" / run_key(method, n_cls, n_seg, seed)
     plain, adapted = run / "test_metrics.json", run / "adapt_metrics.json"
@@ -111,6 +156,7 @@ def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
             ph["adult"],
             "--data",
             ph["pediatric"],
+            *[arg for folder in extra for arg in ("--data", folder)],
         ]
         multimix("evaluate", run, *sources, "--out", plain)
         multimix("evaluate", run, *sources[2:], "--out", adapted, "--adapt")
@@ -157,7 +203,13 @@ def figures(r: dict) -> dict[str, float | None]:
         "ped_dice_adapt": get(a, ph_ped, "segmentation", "dice") if seg else None,
         "shift_covid": get(r, cv, "shift", "outside_share"),
         "shift_ped": get(r, ph_ped, "shift", "outside_share"),
+        "site_dice": get(r, SITE[0], "segmentation", "dice") if seg and SITE else None,
+        "site_dice_adapt": get(a, SITE[0], "segmentation", "dice") if seg and SITE else None,
+        "shift_site": get(r, SITE[0], "shift", "outside_share") if SITE else None,
     }  # fmt: skip
+
+
+SITE: list[str] = []  # the held-out site's folder name, when --hold-out-site is given
 
 
 NORMAL_RECALL = ("classification", "per_class", "normal", "recall")
@@ -172,6 +224,10 @@ COLUMNS = (
     ("ped_dice", "lung Dice, pediatric phantoms"), ("ped_dice_adapt", "same, --adapt"),
     ("shift_covid", "shift: covid test"), ("shift_ped", "shift: pediatric phantoms"),
 )  # fmt: skip
+SITE_COLUMNS = (
+    ("site_dice", "lung Dice, held-out hospital"), ("site_dice_adapt", "same, --adapt"),
+    ("shift_site", "shift: held-out hospital"),
+)  # fmt: skip
 
 
 def table(results: list[dict]) -> str:
@@ -179,11 +235,12 @@ def table(results: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault((r["method"], r["class_labels"], r["masks"]), []).append(figures(r))
-    head = "| method | class labels | masks | seeds | " + " | ".join(c[1] for c in COLUMNS)
-    lines = [head + " |", "|" + "---|" * (4 + len(COLUMNS))]
+    columns = COLUMNS + (SITE_COLUMNS if SITE else ())
+    head = "| method | class labels | masks | seeds | " + " | ".join(c[1] for c in columns)
+    lines = [head + " |", "|" + "---|" * (4 + len(columns))]
     for (method, n_cls, n_seg), rows in groups.items():
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in columns:
             values = [r[key] for r in rows if r[key] is not None]
             if not values:
                 cells.append("-")
@@ -227,7 +284,16 @@ def main() -> None:
     parser.add_argument("--masks", default="10")
     parser.add_argument("--name", default="label_efficiency", help="JSON/markdown file stem")
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (train)")
+    parser.add_argument(
+        "--hold-out-site",
+        default="",
+        help="NAME:COLUMN=TEXT: covid_ieee8023 images whose meta.csv COLUMN contains TEXT are "
+        "left out of training and scored as their own folder (hannover:url=ml-workgroup)",
+    )
     args = parser.parse_args()
+    if args.hold_out_site:
+        SITE.append(args.hold_out_site.partition(":")[0])
+        split_site(args.data / "covid_ieee8023", args.out, args.hold_out_site)
     class_counts, mask_counts = args.class_labels.split(","), args.masks.split(",")
     seeds = [int(x) for x in args.seeds.split(",")]
     confs = [
