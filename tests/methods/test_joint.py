@@ -284,8 +284,8 @@ def test_bridge_off_builds_no_bridge_and_skips_the_saliency_walk(monkeypatch):
     def walked(*args, **kwargs):
         raise AssertionError("saliency computed without a bridge")
 
-    monkeypatch.setattr(joint, "traced_saliency", walked)
-    monkeypatch.setattr(joint, "input_saliency", walked)
+    monkeypatch.setattr(joint, "bridge_trace", walked)
+    monkeypatch.setattr(joint, "bridge_saliency", walked)
     net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=method.uses_bridge))
     assert net.bridge is None
     loss, logs = method.loss(net, _batch())

@@ -61,9 +61,8 @@ from multimix.core.batch import LABELED, MASKED, UNLABELED, Batch, Stream
 from multimix.core.errors import ConfigError
 from multimix.methods.base import LossWeights, Method, register
 from multimix.methods.losses import bernoulli_kl, dice_bce
-from multimix.models.encoder import EncoderTrace
 from multimix.models.net import leading_rows
-from multimix.models.saliency import input_saliency, traced_saliency
+from multimix.models.saliency import bridge_saliency, bridge_trace
 
 STRONG = "weak>photometric"  # the strong view, pixel-aligned with the weak one
 GUARDS = ("da", "freematch", "fixed")
@@ -221,19 +220,13 @@ def joint_pass(model: nn.Module, x: torch.Tensor, n_dec: int) -> tuple[torch.Ten
     """Class logits of every row and mask logits of the first ``n_dec``, from one encoder pass;
     with a bridge, the decoder also gets the classifier's saliency of those rows."""
     bridged = model.bridge is not None
-    trace = EncoderTrace() if bridged and model.traceable else None
-    if bridged and trace is None:
-        x.requires_grad_(True)
+    trace = bridge_trace(model.traceable, x) if bridged else None
     feats = model.encode(x, trace)
     logits = model.classify(feats)
     decoder_feats = [leading_rows(f, n_dec) for f in feats]
     if not bridged:  # the saliency walk only feeds the bridge: without one it is skipped
         return logits, model.segment(decoder_feats)
-    sal = (
-        traced_saliency(logits, feats, trace, n_dec, walk_dtype=feats[-1].dtype)
-        if trace is not None
-        else input_saliency(logits, x, rows=n_dec)
-    )
+    sal = bridge_saliency(logits, feats, trace, x, n_dec)
     return logits, model.segment(decoder_feats, x[:n_dec].detach(), sal)
 
 

@@ -25,9 +25,8 @@ from torch import nn
 from multimix.core.batch import LABELED, MASKED, UNLABELED, UNMASKED, Batch, Stream
 from multimix.methods.base import LossWeights, Method, register
 from multimix.methods.losses import bernoulli_kl, dice_bce
-from multimix.models.encoder import EncoderTrace
 from multimix.models.net import leading_rows
-from multimix.models.saliency import input_saliency, traced_saliency
+from multimix.models.saliency import bridge_saliency, bridge_trace
 
 
 class JointObjective(Method):
@@ -67,12 +66,7 @@ class JointObjective(Method):
         sizes = {k: (0 if v is None else v.shape[0]) for k, v in parts.items()}
         x = torch.cat([v for v in parts.values() if v is not None])
         n_dec = sizes["seg"] + sizes["segu"]  # rows the decoder runs on, first in the batch
-        trace = None
-        if self.bridge:
-            if model.traceable:
-                trace = EncoderTrace()
-            else:
-                x.requires_grad_(True)  # the saliency comes from autograd
+        trace = bridge_trace(model.traceable, x) if self.bridge else None
         feats = model.encode(x, trace)
         needs_logits = self.classify or self.pseudo or self.bridge
         logits = model.classify(feats) if needs_logits else None
@@ -80,13 +74,7 @@ class JointObjective(Method):
         total = x.new_zeros(())
 
         if self.segment:
-            sal = None
-            if self.bridge:
-                sal = (
-                    traced_saliency(logits, feats, trace, n_dec, walk_dtype=feats[-1].dtype)
-                    if trace is not None
-                    else input_saliency(logits, x, rows=n_dec)
-                )
+            sal = bridge_saliency(logits, feats, trace, x, n_dec) if self.bridge else None
             image = x[:n_dec].detach() if self.bridge else None
             mask_logits = model.segment([leading_rows(f, n_dec) for f in feats], image, sal)
             n_seg = sizes["seg"]

@@ -3,7 +3,9 @@
 Two ways to the same map. ``input_saliency`` asks autograd, which walks back through the whole
 batch the scores came from. ``traced_saliency`` walks back by hand through a traced encoder pass,
 only over the rows the decoder needs: in a training step those are the mask images (16 of the
-40 images at the defaults).
+40 images at the defaults). A training step asks for neither directly: ``bridge_trace`` before
+the encoder pass and ``bridge_saliency`` after it choose between them, the same way for every
+method.
 """
 
 from __future__ import annotations
@@ -11,6 +13,31 @@ from __future__ import annotations
 import torch
 
 from multimix.models.backbones.base import EncoderTrace
+
+
+def bridge_trace(traceable: bool, x: torch.Tensor) -> EncoderTrace | None:
+    """What the coming encoder pass over ``x`` must keep for the bridge's saliency.
+
+    A trace to walk back by hand when the encoder is ``traceable``; otherwise ``x`` is made to
+    require its gradient, for autograd, and there is no trace.
+    """
+    if traceable:
+        return EncoderTrace()
+    x.requires_grad_(True)
+    return None
+
+
+def bridge_saliency(
+    logits: torch.Tensor,
+    feats: list[torch.Tensor],
+    trace: EncoderTrace | None,
+    x: torch.Tensor,
+    rows: int,
+) -> torch.Tensor:
+    """The first ``rows`` images' saliency from the pass ``bridge_trace`` prepared."""
+    if trace is not None:
+        return traced_saliency(logits, feats, trace, rows, walk_dtype=feats[-1].dtype)
+    return input_saliency(logits, x, rows=rows)
 
 
 def input_saliency(logits: torch.Tensor, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import multimix.methods.multimix as multimix_methods
+import multimix.models.saliency as saliency
 from multimix.config import TrainConfig
 from multimix.engine.checkpoint import load_weights, save_weights
 from multimix.engine.trainer import train
@@ -34,14 +34,14 @@ def test_multimix_loss_takes_the_autograd_saliency_for_a_resnet(monkeypatch):
         raise AssertionError("a resnet cannot be walked back by hand")
 
     used = []
-    original = multimix_methods.input_saliency
+    original = saliency.input_saliency
 
     def recording(*args, **kwargs):
         used.append(True)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(multimix_methods, "traced_saliency", refuse)
-    monkeypatch.setattr(multimix_methods, "input_saliency", recording)
+    monkeypatch.setattr(saliency, "traced_saliency", refuse)
+    monkeypatch.setattr(saliency, "input_saliency", recording)
     method = get_method("multimix-paper")
     net = MultiMixNet(ModelConfig(widths=WIDTHS, backbone="resnet")).train()
     loss, logs = method.loss(net, _batch())
