@@ -25,7 +25,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/label_efficiency.py --data ../shared/data --out benchmarks/results
+	$(BIN)/python benchmarks/label_efficiency.py --data ../shared/data --out bench-output \
+		--seeds 0,1,2 --hold-out-site hannover:url=ml-workgroup --name label_efficiency_hannover_3seeds
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output bench-output .pytest_cache
