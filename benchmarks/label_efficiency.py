@@ -119,11 +119,7 @@ def split_site(source: Path, out: Path, spec: str) -> tuple[Path, Path]:
 
 def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
     """Train (or resume, or reuse) one run, then evaluate it plainly and with --adapt."""
-    kermany, covid = args.data / "kermany_pneumonia", args.data / "covid_ieee8023"
-    extra: list[Path] = []
-    if args.hold_out_site:
-        covid, site = split_site(covid, args.out, args.hold_out_site)
-        extra = [site]
+    kermany, covid, site = args.data / "kermany_pneumonia", args.covid, args.site
     ph = phantoms(args.out, args.image_size)
     run = args.out / "runs" / run_key(method, n_cls, n_seg, seed)
     plain, adapted = run / "test_metrics.json", run / "adapt_metrics.json"
@@ -156,7 +152,7 @@ def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
             ph["adult"],
             "--data",
             ph["pediatric"],
-            *[arg for folder in extra for arg in ("--data", folder)],
+            *(["--data", site] if site else []),
         ]
         multimix("evaluate", run, *sources, "--out", plain)
         multimix("evaluate", run, *sources[2:], "--out", adapted, "--adapt")
@@ -166,7 +162,7 @@ def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
     steps = sum(1 for _ in (run / "train_log.csv").open()) - 1
     return {
         "method": method, "class_labels": n_cls, "masks": n_seg, "seed": seed, "steps": steps,
-        **metrics, "adapted": adapt,
+        "site": site.name if site else None, **metrics, "adapted": adapt,
     }  # fmt: skip
 
 
@@ -187,7 +183,7 @@ def figures(r: dict) -> dict[str, float | None]:
     cls, seg = base in USES_CLASS, base in USES_MASKS
     kp, cv = "kermany_pneumonia", "covid_ieee8023"
     ph_ad, ph_ped = "adult", "pediatric"
-    a = r["adapted"]
+    a, site = r["adapted"], r.get("site")
     return {
         "steps": r["steps"],
         "pneu_acc": get(r, kp, "classification", "accuracy") if cls else None,
@@ -203,13 +199,10 @@ def figures(r: dict) -> dict[str, float | None]:
         "ped_dice_adapt": get(a, ph_ped, "segmentation", "dice") if seg else None,
         "shift_covid": get(r, cv, "shift", "outside_share"),
         "shift_ped": get(r, ph_ped, "shift", "outside_share"),
-        "site_dice": get(r, SITE[0], "segmentation", "dice") if seg and SITE else None,
-        "site_dice_adapt": get(a, SITE[0], "segmentation", "dice") if seg and SITE else None,
-        "shift_site": get(r, SITE[0], "shift", "outside_share") if SITE else None,
+        "site_dice": get(r, site, "segmentation", "dice") if seg and site else None,
+        "site_dice_adapt": get(a, site, "segmentation", "dice") if seg and site else None,
+        "shift_site": get(r, site, "shift", "outside_share") if site else None,
     }  # fmt: skip
-
-
-SITE: list[str] = []  # the held-out site's folder name, when --hold-out-site is given
 
 
 NORMAL_RECALL = ("classification", "per_class", "normal", "recall")
@@ -235,7 +228,7 @@ def table(results: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault((r["method"], r["class_labels"], r["masks"]), []).append(figures(r))
-    columns = COLUMNS + (SITE_COLUMNS if SITE else ())
+    columns = COLUMNS + (SITE_COLUMNS if any(r.get("site") for r in results) else ())
     head = "| method | class labels | masks | seeds | " + " | ".join(c[1] for c in columns)
     lines = [head + " |", "|" + "---|" * (4 + len(columns))]
     for (method, n_cls, n_seg), rows in groups.items():
@@ -291,9 +284,9 @@ def main() -> None:
         "left out of training and scored as their own folder (hannover:url=ml-workgroup)",
     )
     args = parser.parse_args()
-    if args.hold_out_site:
-        SITE.append(args.hold_out_site.partition(":")[0])
-        split_site(args.data / "covid_ieee8023", args.out, args.hold_out_site)
+    args.covid, args.site = args.data / "covid_ieee8023", None
+    if args.hold_out_site:  # once, before runs start in parallel
+        args.covid, args.site = split_site(args.covid, args.out, args.hold_out_site)
     class_counts, mask_counts = args.class_labels.split(","), args.masks.split(",")
     seeds = [int(x) for x in args.seeds.split(",")]
     confs = [

@@ -16,21 +16,21 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+import torch
 
 import multimix.api as mm
+from multimix.data.io import read_mask
 from multimix.engine.precision import cpu_model
+from multimix.metrics.segmentation import per_image_dice
 
 
 def folder_figures(model: mm.Model, folder: Path) -> dict[str, float]:
     names = sorted(p.name for p in (folder / "masks").iterdir() if p.suffix == ".png")
     dice, predicted, true = [], 0, 0
     for name in names:
-        truth = np.array(Image.open(folder / "masks" / name).convert("L")) > 127
-        mask = model.predict(str(folder / "images" / name)).masks["lungs"]
-        overlap, total = (mask & truth).sum(), mask.sum() + truth.sum()
-        dice.append(2 * overlap / total if total else 1.0)
+        truth = torch.from_numpy(read_mask(folder / "masks" / name))
+        mask = torch.from_numpy(model.predict(str(folder / "images" / name)).masks["lungs"])
+        dice.append(float(per_image_dice(mask[None, None], truth[None, None])[0, 0]))
         predicted, true = predicted + int(mask.sum()), true + int(truth.sum())
     return {
         "images": len(names),
