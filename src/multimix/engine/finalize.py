@@ -5,8 +5,9 @@ Both steps read images already in memory and write one small JSON into the run f
 
 * ``postprocess.json``: per structure, whether keeping the largest components (as many as the
   training masks typically have) and filling holes raises the validation Dice;
-* ``shift_reference.json``: per training source, its images' feature statistics and its
-  validation images' distances; a new folder is measured against the nearest source.
+* ``shift_reference.json`` and ``.safetensors``: per training source, its images' feature
+  mean and inverse covariance and its validation images' distances; a new folder is measured
+  against the nearest source.
 """
 
 from __future__ import annotations
