@@ -92,15 +92,14 @@ def study_run(run: Path, extra: list[Path], out: Path, baseline: bool) -> dict:
         folders.append((folder.name, list(load_source(folder).records)))
     result = {}
     for label, recs in folders:
-        feats = pooled_features(model, load_bank(recs, size, structures, None, label).images, device)
+        images = load_bank(recs, size, structures, None, label).images
+        feats = pooled_features(model, images, device)
         block = shift_score(feats, reference)
         near = block["nearest_source"]
         ref = reference["sources"][near]
         block["auroc"] = auroc(distances(val_feats[near], ref), distances(feats, ref))
         if baseline:
-            per_source = [
-                diagonal_score(t, v, feats[:, -n:]) for t, v, n in bottleneck.values()
-            ]
+            per_source = [diagonal_score(t, v, feats[:, -n:]) for t, v, n in bottleneck.values()]
             block["baseline_outside_share"] = min(per_source)
         result[label] = block
         print(run.name, label, json.dumps(block), flush=True)

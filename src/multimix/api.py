@@ -349,11 +349,14 @@ class Model:
         names = list(names) if names is not None else [f"image-{i}" for i in range(len(images))]
         size = self.image_size
         x = torch.stack([torch.from_numpy(resize_image(img, size)) for img in images])[:, None]
-        from multimix.models.postprocess import apply_plan
+        from multimix.models.postprocess import apply_plan, flip_average
         from multimix.pipelines.regions import region_at
 
         result = self._forward(x)
         mask_probs = torch.sigmoid(result["mask_logits"].float()).cpu()
+        if flip_average(self.plan) and mask_probs.numel():  # as evaluate does (run_model)
+            mirrored = torch.sigmoid(self._forward(x.flip(-1))["mask_logits"].float()).cpu()
+            mask_probs = (mask_probs + mirrored.flip(-1)) / 2
         mask_probs = apply_plan(mask_probs, self.plan, self.structures)
         probs = self.task.probabilities(result["logits"]).cpu()
         decided = self.output.batch(probs, result, mask_probs)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar
 
+from multimix.core.batch import PRETRAIN
 from multimix.core.errors import CheckpointError, ConfigError
 from multimix.data.augment import AugmentConfig
 from multimix.data.bad_inputs import check_policy
@@ -92,6 +93,15 @@ class TrainConfig:
         cls = TASKS.get(self.task)
         options = parse_options(cls.Options, self.task_options, f"task {self.task!r}")
         return cls(tuple(classes or self.classes), self.label_map | (label_map or {}), options)
+
+    def data_folders(self) -> dict[str, list[str]]:
+        """The run's folders by role (``data.assemble.load_sources`` reads them)."""
+        return {
+            "class": self.class_data,
+            "seg": self.seg_data,
+            "unlabeled": self.unlabeled_data,
+            PRETRAIN: self.pretrain_masks,
+        }
 
     def make_method(self, task: Task):
         """The run's method object for ``task``."""

@@ -146,3 +146,28 @@ def test_multilabel_run_names_findings_and_thresholds(multilabel_run):
     assert explained == (called or [max(pred.probabilities, key=pred.probabilities.get)])
     info = model.info()
     assert info["task"] == "multilabel" and info["thresholds"] == pred.thresholds
+
+
+def test_predict_flips_the_masks_as_evaluate_does_where_the_plan_says_so(served_run, radiograph):
+    import torch
+
+    from multimix.data.io import resize_image
+    from multimix.models.inference import run_model
+    from multimix.models.postprocess import apply_plan
+
+    flipped = mm.load(served_run)
+    flipped.plan = {**(flipped.plan or {}), "flip_average": True}
+    size = flipped.image_size
+    gray = resize_image(read_image(radiograph), size)  # the run's size: no resampling after
+    gray[:, : size // 3] = 0.0  # one side blanked: the image and its mirror disagree
+    got = flipped.predict(gray).masks
+    u8 = torch.from_numpy(np.rint(gray * 255).astype(np.uint8))[None, None]
+    probs = run_model(flipped.net, u8, flipped.device, lambda z: z.float(), flip_masks=True).masks
+    probs = apply_plan(probs.float(), flipped.plan, flipped.structures)
+    unflipped = mm.load(served_run)
+    unflipped.plan = {**(unflipped.plan or {}), "flip_average": False}
+    plain = unflipped.predict(gray).masks
+    for k, name in enumerate(flipped.structures):
+        want = (probs[0, k] >= 0.5).numpy()
+        assert (got[name] != want).mean() < 0.005, name
+    assert any((plain[s] != got[s]).any() for s in flipped.structures)  # flipping did change it

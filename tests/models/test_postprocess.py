@@ -12,6 +12,7 @@ from multimix.models.postprocess import (
     choose_plan,
     clean,
     component_count,
+    flip_average,
     typical_components,
 )
 
@@ -57,3 +58,20 @@ def test_the_plan_is_chosen_on_validation_and_applied_to_probabilities():
     assert not plain["structures"]["lungs"]["keep_largest"]
     assert not plain["structures"]["lungs"]["fill_holes"]
     assert apply_plan(probs, None, ["lungs"]) is probs
+
+
+def test_flip_averaging_is_kept_only_where_it_raises_the_validation_dice():
+    gt = torch.from_numpy(np.stack([_two_lungs()] * 4))[:, None].float()
+    known = torch.ones(4, 1, dtype=torch.bool)
+    probs = gt * 0.9
+    probs[:, 0, 6:26, 4:7] = 0.4  # the left lung's edge missed on the image as given ...
+    mirrored = gt * 0.9  # ... found on the mirrored one: the average (0.65) keeps it
+    plan = choose_plan(probs, gt, known, ["lungs"], [2], flipped=mirrored)
+    assert flip_average(plan)
+    assert plan["val_dice_flip_average"]["on"] > plan["val_dice_flip_average"]["off"]
+    json.dumps(plan)
+
+    worse = torch.zeros_like(gt)  # the mirrored pass finds nothing: averaging halves it all
+    assert not flip_average(choose_plan(gt * 0.9, gt, known, ["lungs"], [2], flipped=worse))
+    assert not flip_average(choose_plan(probs, gt, known, ["lungs"], [2]))  # not offered
+    assert not flip_average(None)  # a run from before the choice

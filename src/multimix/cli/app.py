@@ -404,6 +404,29 @@ def export(
 
 @app.command()
 @friendly
+def finalize(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    device: str = "auto",
+) -> None:
+    """Redo a run's after-training decisions (calibration or thresholds, mask plan, shift
+    reference) with this version of multimix, on the run's own split; weights untouched."""
+    from multimix.models.postprocess import flip_average, read_plan
+    from multimix.models.shift import read_reference
+    from multimix.pipelines.finalize import refinalize
+
+    check_writable_dir(run, option="RUN")  # robust
+    refinalize(run, device)
+    plan = read_plan(run)
+    if plan is not None:
+        typer.echo(f"masks averaged with the mirrored image's: {flip_average(plan)}")
+    reference = read_reference(run)
+    sources = ", ".join(reference["sources"]) if reference else "none"
+    typer.echo(f"shift reference: {sources}")
+    typer.echo(f"written to {run}")
+
+
+@app.command()
+@friendly
 def phantom(
     out: Annotated[Path, typer.Option(help="Folder to write (shared layout).")],
     count: Annotated[int, typer.Option(help="Number of images.")] = 200,

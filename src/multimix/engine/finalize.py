@@ -3,8 +3,9 @@
 Both steps read images already in memory and write one small JSON into the run folder, so
 ``evaluate``, ``predict`` and the report apply the same decisions:
 
-* ``postprocess.json``: per structure, whether keeping the largest components (as many as the
-  training masks typically have) and filling holes raises the validation Dice;
+* ``postprocess.json``: whether averaging each mask with the mirrored image's raises the
+  validation Dice, and per structure whether keeping the largest components (as many as the
+  training masks typically have) and filling holes does;
 * ``shift_reference.json`` and ``.safetensors``: per training source, its images' feature
   mean and inverse covariance and its validation images' distances; a new folder is measured
   against the nearest source.
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+from multimix.core.batch import MASKED, UNMASKED
 from multimix.core.progress import console
+from multimix.data.assemble import TrainingData
 from multimix.data.bank import Bank
 from multimix.models.inference import run_model
 from multimix.models.net import MultiMixNet
@@ -39,11 +42,16 @@ def choose_postprocessing(
     if not len(val_rows) or not len(train_masked):
         return None
     components = typical_components(bank.masks[train_masked], bank.known[train_masked])
-    probs = run_model(model, bank.images[val_rows], device, lambda z: z.float()).masks
+    images = bank.images[val_rows]
+    probs = run_model(model, images, device, lambda z: z.float()).masks.float()
+    flipped = run_model(model, images.flip(-1), device, lambda z: z.float()).masks.float()
     plan = choose_plan(
-        probs, bank.masks[val_rows], bank.known[val_rows], bank.structures, components
-    )
+        probs, bank.masks[val_rows], bank.known[val_rows], bank.structures, components,
+        flipped=flipped.flip(-1),
+    )  # fmt: skip
     write_plan(run, plan)
+    if plan["flip_average"]:
+        console.log("masks: averaged with the mirrored image's (chosen on validation)")
     for name, step in plan["structures"].items():
         chosen = [k for k in ("keep_largest", "fill_holes") if step[k]] or ["nothing"]
         console.log(f"post-processing {name}: {' + '.join(chosen)} (chosen on validation)")
@@ -80,3 +88,29 @@ def write_shift_reference(
         return None
     write_reference(run, reference)
     return reference
+
+
+def finalize_run(
+    run: Path,
+    best: MultiMixNet,
+    data: TrainingData,
+    task,
+    trains_segmentation: bool,
+    seed: int,
+    device: torch.device,
+) -> None:
+    """Everything the best checkpoint decides on the run's own data after training: the
+    task's step (a temperature; per-finding thresholds), the mask plan and the shift
+    reference. The trainer calls it at the end of a run, ``multimix finalize`` on an old one."""
+    roles = {name: info["roles"] for name, info in data.split["sources"].items()}
+
+    def val_rows(role: str) -> torch.Tensor:
+        parts = [rows for s, rows in data.val.items() if role in roles[s]]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+    bank, rows = data.bank, data.rows
+    task.after_training(run, best, bank, val_rows("class"), device)
+    if trains_segmentation:
+        choose_postprocessing(run, best, bank, rows[MASKED], val_rows("seg"), device)
+    train_rows = torch.cat([rows[MASKED], rows[UNMASKED]]).unique()
+    write_shift_reference(run, best, bank, train_rows, data.val, seed, device)

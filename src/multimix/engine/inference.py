@@ -21,6 +21,7 @@ def predict(
     task: Task | None = None,
     precision: str = "fp32",  # auto, fp32 or bf16 (engine.precision): the network call only
     masks: bool = True,  # False: class outputs only, no decoder (see run_model)
+    flip_masks: bool = False,  # masks averaged with the mirrored image's (see run_model)
 ) -> Predictions:
     """Run the model in eval mode over uint8 (N, 1, S, S) images in batches; the task (the
     model's own by default) turns logits into probabilities (in fp32) and says whether it wants
@@ -31,5 +32,5 @@ def predict(
         model, images, device, task.probabilities, batch_size, keep_saliency,
         keep_maps=task.keeps_activation_maps(model),
         context=lambda: precision_context(chosen, device),
-        dtype=precision_dtype(chosen), masks=masks,
+        dtype=precision_dtype(chosen), masks=masks, flip_masks=flip_masks,
     )  # fmt: skip

@@ -38,7 +38,7 @@ from multimix.data.streams import Pool, Streams
 from multimix.engine import checkpoint as ckpt
 from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
-from multimix.engine.finalize import choose_postprocessing, write_shift_reference
+from multimix.engine.finalize import finalize_run
 from multimix.engine.logger import CsvLog, TensorBoard
 from multimix.engine.precision import run_precision
 from multimix.engine.runtime import autocast, compute_settings, seed_everything, select_device
@@ -132,14 +132,8 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------
     def _data(self) -> TrainingData:
         cfg = self.cfg
-        folders = {
-            "class": cfg.class_data,
-            "seg": cfg.seg_data,
-            "unlabeled": cfg.unlabeled_data,
-            PRETRAIN: cfg.pretrain_masks,
-        }
         bad = BadInputs(cfg.on_bad_input)
-        sources, roles = load_sources(folders, bad)
+        sources, roles = load_sources(cfg.data_folders(), bad)
         if not cfg.structures:
             cfg.structures = list(derive_structures(sources, roles))
             if self.world.main:
@@ -383,24 +377,12 @@ class Trainer:
         return self.run
 
     def _after_training(self) -> None:
-        """What the best checkpoint learns from the validation part, on images in memory: the
-        task's step (a temperature; per-finding thresholds), the mask post-processing plan
-        and the feature reference of the shift score (see ``engine.finalize``)."""
+        """What the best checkpoint learns from the validation part (``engine.finalize``)."""
         best = ckpt.load_weights(self.ckpt_dir / "best.safetensors", self.device)
-        roles = {name: info["roles"] for name, info in self.data.split["sources"].items()}
-
-        def val_rows(role: str) -> torch.Tensor:
-            parts = [rows for s, rows in self.data.val.items() if role in roles[s]]
-            return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
-
-        bank, rows = self.data.bank, self.data.rows
-        self.task.after_training(self.run, best, bank, val_rows("class"), self.device)
-        if self.method.trains_segmentation:
-            choose_postprocessing(self.run, best, bank, rows[MASKED], val_rows("seg"), self.device)
-        train_rows = torch.cat([rows[MASKED], rows[UNMASKED]]).unique()
-        write_shift_reference(
-            self.run, best, bank, train_rows, self.data.val, self.cfg.seed, self.device
-        )
+        finalize_run(
+            self.run, best, self.data, self.task, self.method.trains_segmentation,
+            self.cfg.seed, self.device,
+        )  # fmt: skip
 
     def _clock(self) -> float:
         """Seconds on the run's clock: wall time, or the CPU time of this process (all its

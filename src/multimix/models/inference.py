@@ -35,6 +35,7 @@ def run_model(
     context: Callable[[], AbstractContextManager] = nullcontext,
     dtype: torch.dtype = torch.float32,
     masks: bool = True,
+    flip_masks: bool = False,
 ) -> Predictions:
     """Run the model in eval mode over uint8 (N, 1, S, S) images in batches.
 
@@ -44,7 +45,10 @@ def run_model(
     batch norm folded into the convolutions and conv + ReLU fused, in ``dtype``
     (``models.fusion.inference_network``): the same outputs, faster; ``model`` itself is only
     switched to eval. ``masks=False`` skips the decoder (and the saliency walk): the
-    predictions then carry no masks (an empty tensor) and no saliency.
+    predictions then carry no masks (an empty tensor) and no saliency. ``flip_masks`` averages
+    each mask probability with the one predicted on the left-right mirrored image, mirrored
+    back (test-time flipping, where the run's post-processing plan chose it); the class
+    probabilities, maps and saliency stay those of the image as given.
     """
     model.eval()
     net = inference_network(model, dtype)
@@ -58,7 +62,12 @@ def run_model(
         if keep_maps:
             maps.append(out["activation_maps"].float().cpu())
         if masks:
-            mask_parts.append(torch.sigmoid(out["mask_logits"].float()).half().cpu())
+            mask = torch.sigmoid(out["mask_logits"].float())
+            if flip_masks:
+                with context():
+                    mirrored = forward_in_chunks(net, x.flip(-1), segment=True)["mask_logits"]
+                mask = (mask + torch.sigmoid(mirrored.float()).flip(-1)) / 2
+            mask_parts.append(mask.half().cpu())
         if keep_saliency and "saliency" in out:
             sal.append(out["saliency"].half().cpu())
     empty = torch.zeros((0,))

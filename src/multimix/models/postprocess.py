@@ -3,7 +3,10 @@
 The worst held-out masks are speckle outside the lungs and lungs broken into pieces. Keeping the
 ``k`` largest connected components of a structure (``k`` read from the training masks: two for
 the lungs as one mask, one for a heart) and filling holes fixes both, but only where the data
-say so: each option is kept only if it raises the validation Dice. The decision lives in
+say so: each option is kept only if it raises the validation Dice. Before them, one test-time
+choice: averaging each mask with the one predicted on the left-right mirrored image (nnU-Net
+mirrors by default; here it is kept only where it raises the validation Dice). Training
+flips the images, so the network has seen both sides. The decisions live in
 ``RUN/postprocess.json``; ``evaluate``, ``predict`` and the report apply the same plan.
 """
 
@@ -90,35 +93,64 @@ def _dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (pred & gt).sum() / total)
 
 
+def _option_scores(
+    probs: torch.Tensor, masks: torch.Tensor, rows: list[int], k: int, components: int
+) -> list[float]:
+    """Mean Dice of structure ``k`` over ``rows`` under each of ``OPTIONS``."""
+    scores = []
+    for option in OPTIONS:
+        keep = components if option["keep_largest"] else None
+        dices = [
+            _dice(clean(probs[i, k].float().numpy() >= 0.5, keep, option["fill_holes"]),
+                  masks[i, k].numpy() > 0)
+            for i in rows
+        ]  # fmt: skip
+        scores.append(float(np.mean(dices)))
+    return scores
+
+
 def choose_plan(
     probs: torch.Tensor,
     masks: torch.Tensor,
     known: torch.Tensor,
     structures: list[str] | tuple,
     components: list[int],
+    flipped: torch.Tensor | None = None,
 ) -> dict:
-    """Per structure, the option with the best mean validation Dice (ties: the simpler one)."""
+    """Per structure, the option with the best mean validation Dice (ties: the simpler one).
+
+    ``flipped`` (the probabilities predicted on the mirrored images, mirrored back) adds one
+    run-wide choice first: average the two (``flip_average``) only if that raises the mean over
+    structures of their best validation Dice; the options are then chosen on what is kept.
+    """
+    rows = {k: known[:, k].nonzero().view(-1).tolist() for k in range(len(structures))}
+    candidates = {"off": probs} if flipped is None else {"off": probs, "on": (probs + flipped) / 2}
+    scored = {
+        name: {k: _option_scores(p, masks, r, k, components[k]) for k, r in rows.items() if r}
+        for name, p in candidates.items()
+    }
+    value = {
+        name: float(np.mean([max(v) for v in per.values()])) if per else 0.0
+        for name, per in scored.items()
+    }
+    flip = flipped is not None and value["on"] > value["off"]
     plan: dict = {"structures": {}, "chosen_on": "validation", "n_images": len(probs)}
-    for k, name in enumerate(structures):
-        rows = known[:, k].nonzero().view(-1).tolist()
-        if not rows:
-            continue
-        scores = []
-        for option in OPTIONS:
-            keep = components[k] if option["keep_largest"] else None
-            dices = [
-                _dice(clean(probs[i, k].float().numpy() >= 0.5, keep, option["fill_holes"]),
-                      masks[i, k].numpy() > 0)
-                for i in rows
-            ]  # fmt: skip
-            scores.append(float(np.mean(dices)))
+    plan["flip_average"] = flip
+    if flipped is not None:
+        plan["val_dice_flip_average"] = value
+    for k, scores in scored["on" if flip else "off"].items():
         best = int(np.argmax(scores))  # first maximum: the simplest option among equals
-        plan["structures"][name] = {
+        plan["structures"][structures[k]] = {
             **OPTIONS[best],
             "components": components[k],
             "val_dice": dict(zip(("none", "fill", "largest", "largest+fill"), scores, strict=True)),
         }
     return plan
+
+
+def flip_average(plan: dict | None) -> bool:
+    """Whether the run's masks average the image's and its mirror image's prediction."""
+    return bool(plan and plan.get("flip_average"))
 
 
 def write_plan(run: Path, plan: dict) -> None:

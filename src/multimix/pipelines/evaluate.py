@@ -12,7 +12,7 @@ from multimix.data.sources import Record, Source
 from multimix.engine.evaluate import load_run, source_metrics
 from multimix.engine.inference import predict
 from multimix.models.adapt import AdaptSpec, adapt_batch_norm
-from multimix.models.postprocess import apply_plan, read_plan
+from multimix.models.postprocess import apply_plan, flip_average, read_plan
 from multimix.models.shift import pooled_features, read_reference, shift_score
 
 
@@ -107,7 +107,7 @@ def evaluate_run(
             extra["shift"] = shift_score(feats, reference)
         preds = predict(
             used_model, bank.images, dev, batch_size, keep_saliency=keep, task=task,
-            precision=precision,
+            precision=precision, flip_masks=flip_average(plan),
         )  # fmt: skip
         preds.masks = apply_plan(preds.masks, plan, bank.structures)
         block = source_metrics(bank, rows, preds, labels.classes, bank.structures, task=task)
