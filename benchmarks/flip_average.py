@@ -13,7 +13,6 @@ their own ``postprocess.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -27,9 +26,9 @@ from multimix.data.bank import load_bank
 from multimix.data.sources import load_source
 from multimix.engine.evaluate import load_run
 from multimix.engine.finalize import choose_postprocessing
-from multimix.engine.precision import cpu_model
 from multimix.models.postprocess import read_plan
 from multimix.pipelines.evaluate import evaluate_run, held_out_records
+from run_results import run_parser, write_results
 
 
 def rechoose(run: Path, out: Path) -> tuple[Path, dict, list[str]]:
@@ -102,10 +101,7 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, nargs="+", required=True)
-    parser.add_argument("--data", type=Path, nargs="*", default=[])
-    parser.add_argument("--out", type=Path, required=True, help="results JSON (and .md)")
+    parser = run_parser(__doc__)
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = {}
@@ -119,11 +115,7 @@ def main() -> None:
             "after": lung_dice(copy, folders),
         }
         print(run.name, json.dumps(results[run.name]), flush=True)
-    settings = {"runs": [str(r) for r in args.runs], "data": [str(d) for d in args.data]}
-    settings["cpu"] = cpu_model()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
-    args.out.with_suffix(".md").write_text(table(results))
+    write_results(args.out, args.runs, args.data, results, table(results))
 
 
 if __name__ == "__main__":

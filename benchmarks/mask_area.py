@@ -11,7 +11,6 @@ masks are the ones ``predict`` returns (post-processing included).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
@@ -20,8 +19,8 @@ import torch
 
 import multimix.api as mm
 from multimix.data.io import read_mask
-from multimix.engine.precision import cpu_model
 from multimix.metrics.segmentation import per_image_dice
+from run_results import run_parser, write_results
 
 
 def folder_figures(model: mm.Model, folder: Path) -> dict[str, float]:
@@ -41,20 +40,14 @@ def folder_figures(model: mm.Model, folder: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, nargs="+", required=True)
-    parser.add_argument("--data", type=Path, nargs="+", required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = run_parser(__doc__, data_required=True)
     args = parser.parse_args()
     results = {}
     for run in args.runs:
         model = mm.load(run)
         results[run.name] = {f.name: folder_figures(model, f) for f in args.data}
         print(run.name, json.dumps(results[run.name]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {"runs": [str(r) for r in args.runs], "data": [str(d) for d in args.data]}
-    settings["cpu"] = cpu_model()
-    args.out.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
+    write_results(args.out, args.runs, args.data, results)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ bottleneck features alone), computed here for the comparison.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -29,9 +28,9 @@ from multimix.data.bank import load_bank
 from multimix.data.sources import load_source
 from multimix.engine.evaluate import load_run
 from multimix.engine.finalize import write_shift_reference
-from multimix.engine.precision import cpu_model
 from multimix.models.shift import distances, pooled_features, read_reference, shift_score
 from multimix.pipelines.evaluate import held_out_records
+from run_results import run_parser, write_results
 
 
 def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
@@ -123,21 +122,14 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=Path, nargs="+", required=True)
-    parser.add_argument("--data", type=Path, nargs="*", default=[])
-    parser.add_argument("--out", type=Path, required=True, help="results JSON (and .md)")
+    parser = run_parser(__doc__)
     parser.add_argument("--baseline", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = {
         run.name: study_run(run, args.data, args.out.parent, args.baseline) for run in args.runs
     }
-    settings = {"runs": [str(r) for r in args.runs], "data": [str(d) for d in args.data]}
-    settings["cpu"] = cpu_model()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"settings": settings, "results": results}, indent=1))
-    args.out.with_suffix(".md").write_text(table(results))
+    write_results(args.out, args.runs, args.data, results, table(results))
 
 
 if __name__ == "__main__":
