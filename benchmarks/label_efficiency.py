@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,15 +88,24 @@ def split_site(source: Path, out: Path, spec: str) -> tuple[Path, Path]:
     """``source`` without one site, and that site alone, as two source folders (written once).
 
     ``spec`` is ``NAME:COLUMN=TEXT``. Images are linked, not copied; ``labels.csv`` and
-    ``meta.csv`` keep only their own rows, so the rest is split by patient as before.
+    ``meta.csv`` keep only their own rows, so the rest is split by patient as before. The rule
+    is written last, beside the folders (``sites/NAME.rule``): folders are reused only when it
+    is the same rule, and folders without it (an interrupted write) are written again.
     """
     name, _, rule = spec.partition(":")
     column, _, text = rule.partition("=")
     if not (name and column and text):
         raise SystemExit(f"--hold-out-site: expected NAME:COLUMN=TEXT, got {spec!r}")
     rest, site = out / "sites" / f"without-{name}" / source.name, out / "sites" / name
-    if (site / "labels.csv").exists() and (rest / "labels.csv").exists():
-        return rest, site
+    record = out / "sites" / f"{name}.rule"
+    written = f"{source.resolve()}\n{rule}\n"
+    if record.exists():
+        if record.read_text() == written:
+            return rest, site
+        raise SystemExit(
+            f"--hold-out-site: {record} holds another rule or source; its runs were trained "
+            f"without other images, so use another --out"
+        )
     meta = list(csv.DictReader((source / "meta.csv").open()))
     if column not in meta[0]:
         raise SystemExit(f"--hold-out-site: {source / 'meta.csv'} has no column {column!r}")
@@ -103,10 +113,11 @@ def split_site(source: Path, out: Path, spec: str) -> tuple[Path, Path]:
     if not chosen:
         raise SystemExit(f"--hold-out-site: no row of {source / 'meta.csv'} matches {rule!r}")
     for folder, keep in ((rest, lambda n: n not in chosen), (site, lambda n: n in chosen)):
+        shutil.rmtree(folder, ignore_errors=True)  # links and tables only
         for sub in ("images", "masks"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+            (folder / sub).mkdir(parents=True)
             for f in sorted((source / sub).iterdir()) if (source / sub).is_dir() else []:
-                if keep(f.name) and not (folder / sub / f.name).exists():
+                if keep(f.name):
                     os.symlink(f.resolve(), folder / sub / f.name)
         for table_name in ("meta.csv", "labels.csv"):
             rows = list(csv.DictReader((source / table_name).open()))
@@ -114,6 +125,7 @@ def split_site(source: Path, out: Path, spec: str) -> tuple[Path, Path]:
                 writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(r for r in rows if keep(r["image"]))
+    record.write_text(written)
     return rest, site
 
 
