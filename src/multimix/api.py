@@ -267,7 +267,7 @@ class Model:
         (``models.adapt``, no labels; ``True`` is the default :class:`AdaptSpec`) and the model
         predicts with those from then on.
         """
-        from multimix.data.io import resize_image
+        from multimix.data.io import stored_image
         from multimix.models.shift import pooled_features, read_reference, shift_score
 
         if adapt and self.backend != "torch":
@@ -275,8 +275,8 @@ class Model:
         reference = read_reference(self.run)
         if (not adapt and reference is None) or not images:
             return []
-        size = self.image_size
-        x = torch.stack([torch.from_numpy(resize_image(img, size)) for img in images])[:, None]
+        size = self.image_size  # uint8, as both functions below take the bank's images
+        x = torch.stack([torch.from_numpy(stored_image(img, size)) for img in images])[:, None]
         notes = []
         if reference is not None and len(x) >= 2:
             shift = shift_score(pooled_features(self.net, x, self.device), reference)

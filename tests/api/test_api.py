@@ -171,3 +171,28 @@ def test_predict_flips_the_masks_as_evaluate_does_where_the_plan_says_so(served_
         want = (probs[0, k] >= 0.5).numpy()
         assert (got[name] != want).mean() < 0.005, name
     assert any((plain[s] != got[s]).any() for s in flipped.structures)  # flipping did change it
+
+
+def test_prepare_adapts_on_the_images_as_evaluate_reads_them(served_run, phantom_dirs):
+    """``predict --adapt`` re-estimates the batch norms on the same uint8 levels the bank
+    holds (one division by 255): the statistics are those ``evaluate --adapt`` gathers."""
+    import torch
+
+    from multimix.data.io import stored_image
+    from multimix.models.adapt import adapt_batch_norm
+
+    paths = sorted((phantom_dirs["ped"] / "images").glob("*.png"))[:8]
+    images = [read_image(p) for p in paths]
+    model = mm.load(served_run)
+    notes = model.prepare(images, adapt=True)
+    assert any(n.startswith("--adapt: batch-norm statistics of") for n in notes)
+    u8 = torch.stack([torch.from_numpy(stored_image(i, model.image_size)) for i in images])
+    expected, _ = adapt_batch_norm(mm.load(served_run).net, u8[:, None], model.device)
+    got_norms = [m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    want_norms = [m for m in expected.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert got_norms
+    for got, want in zip(got_norms, want_norms, strict=True):
+        assert torch.allclose(got.running_mean, want.running_mean, atol=1e-6)
+        assert torch.allclose(got.running_var, want.running_var, atol=1e-6)
+    # the input images are mid-grey on average, not near black: the first norm saw that
+    assert float(got_norms[0].running_mean.abs().sum()) > 0

@@ -14,7 +14,7 @@ import torch
 from multimix.core.errors import DataError
 from multimix.core.progress import progress_bar
 from multimix.data.bad_inputs import BadInputs, handle
-from multimix.data.io import read_image, read_mask, resize_image, resize_mask
+from multimix.data.io import read_image, read_mask, resize_mask, stored_image
 from multimix.data.labels import LabelSpace
 from multimix.data.sources import Record
 
@@ -85,9 +85,7 @@ def load_bank(
                     targets[i] = torch.as_tensor(labels.encode(rec.label, rec.image))
                     labeled[i] = True
                 raw = read_image(rec.image)
-                images[i, 0] = torch.from_numpy(
-                    np.rint(resize_image(raw, size) * 255).astype(np.uint8)
-                )
+                images[i, 0] = torch.from_numpy(stored_image(raw, size))
                 known[i], masks[i] = False, 0  # the row may hold a left-out record's masks
                 for j, structure in enumerate(structures):
                     path = rec.masks.get(structure)

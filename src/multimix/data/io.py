@@ -258,6 +258,13 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return out[0, 0].clamp_(0.0, 1.0).numpy()
 
 
+def stored_image(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` as the image bank keeps it and the uint8 network entry points take it
+    (``models.shift.pooled_features``, ``models.adapt``, ``run_model``): resized
+    (:func:`resize_image`) and rounded to uint8 levels."""
+    return np.rint(resize_image(image, size) * 255).astype(np.uint8)
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Resize a 2-D mask to bool ``(size, size)`` by nearest neighbour, so it stays binary."""
     _check_2d(mask, "mask")

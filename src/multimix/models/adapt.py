@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from multimix.core.errors import ConfigError
+from multimix.models.inference import image_batches
 
 LAYERS = ("all", "encoder")
 
@@ -120,11 +121,9 @@ def adapt_batch_norm(
         norm.train()
     gathered = False
     if norms and len(images):
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size].to(device).float().div_(255.0)
+        for x in image_batches(images, batch_size, device):
             if len(x) < 2:
                 continue  # a single image has no batch variance
-            x = x.contiguous(memory_format=torch.channels_last)
             with torch.no_grad():
                 # the encoder's norms see only the encoder's pass: no decoder, no saliency walk
                 adapted.encode(x) if spec.layers == "encoder" else adapted(x)

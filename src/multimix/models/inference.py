@@ -6,7 +6,7 @@ turns logits into probabilities is the task's to say, so it is passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -14,6 +14,19 @@ import torch
 
 from multimix.models.fusion import inference_network
 from multimix.models.net import MultiMixNet
+
+
+def image_batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator:
+    """Float ``[0, 1]`` channels-last batches of uint8 (N, 1, S, S) images, on ``device``.
+
+    Anything but uint8 is refused: a float image in ``[0, 1]`` given here would be divided by
+    255 a second time and reach the network near black, a silently wrong result.
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images (data.io.stored_image), got {images.dtype}")
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device).float().div_(255.0)
+        yield x.contiguous(memory_format=torch.channels_last)
 
 
 @dataclass
@@ -53,9 +66,7 @@ def run_model(
     model.eval()
     net = inference_network(model, dtype)
     probs, mask_parts, sal, maps = [], [], [], []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device).float().div_(255.0)
-        x = x.contiguous(memory_format=torch.channels_last)
+    for x in image_batches(images, batch_size, device):
         with context():
             out = forward_in_chunks(net, x, keep_maps, segment=masks)
         probs.append(probabilities(out["logits"]).cpu())

@@ -29,6 +29,8 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
+from multimix.models.inference import image_batches
+
 SHIFT_FILE = "shift_reference.json"
 MATRIX_FILE = "shift_reference.safetensors"
 VERSION = 2  # 1: diagonal distance of the bottleneck only (no longer read)
@@ -45,9 +47,8 @@ def pooled_features(
     channels) from uint8 (N, 1, S, S) images."""
     model.eval()
     out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device).float().div_(255.0)
-        levels = model.encode(x.contiguous(memory_format=torch.channels_last))
+    for x in image_batches(images, batch_size, device):
+        levels = model.encode(x)
         out.append(torch.cat([f.float().mean(dim=(-2, -1)) for f in levels], dim=1).cpu())
     return torch.cat(out) if out else torch.zeros((0, 0))
 
