@@ -275,7 +275,7 @@ class Model:
         reference = read_reference(self.run)
         if (not adapt and reference is None) or not images:
             return []
-        size = self.image_size  # uint8, as both functions below take the bank's images
+        size = self.image_size  # uint8 levels, as the bank holds them: what both calls take
         x = torch.stack([torch.from_numpy(stored_image(img, size)) for img in images])[:, None]
         notes = []
         if reference is not None and len(x) >= 2:

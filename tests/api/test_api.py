@@ -194,5 +194,3 @@ def test_prepare_adapts_on_the_images_as_evaluate_reads_them(served_run, phantom
     for got, want in zip(got_norms, want_norms, strict=True):
         assert torch.allclose(got.running_mean, want.running_mean, atol=1e-6)
         assert torch.allclose(got.running_var, want.running_var, atol=1e-6)
-    # the input images are mid-grey on average, not near black: the first norm saw that
-    assert float(got_norms[0].running_mean.abs().sum()) > 0

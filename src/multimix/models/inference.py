@@ -16,7 +16,9 @@ from multimix.models.fusion import inference_network
 from multimix.models.net import MultiMixNet
 
 
-def image_batches(images: torch.Tensor, batch_size: int, device: torch.device) -> Iterator:
+def image_batches(
+    images: torch.Tensor, batch_size: int, device: torch.device
+) -> Iterator[torch.Tensor]:
     """Float ``[0, 1]`` channels-last batches of uint8 (N, 1, S, S) images, on ``device``.
 
     Anything but uint8 is refused: a float image in ``[0, 1]`` given here would be divided by
