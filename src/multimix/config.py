@@ -47,6 +47,8 @@ class TrainConfig:
         "on_bad_input": "A bad image, mask or label row: error, or skip (RUN/skipped.csv).",
         "threads": "CPU threads (none: all cores).",
         "unlabeled_ratio": "Unlabeled images per labeled image in a step.",
+        "weight_ema": "Validate and keep a moving average of the weights with this decay "
+        "(0: the weights of each step).",
     }
 
     out: str
@@ -80,6 +82,7 @@ class TrainConfig:
     norm: str = "batch"
     backbone: str = "unet"  # the encoder, by its name in multimix.models.backbones
     dropout: float = 0.2
+    weight_ema: float = 0.0  # models.average.WeightAverage: the run keeps averaged weights
     threads: int | None = None
     on_bad_input: str = "error"  # "skip": leave bad files out, listed in RUN/skipped.csv
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -138,6 +141,8 @@ class TrainConfig:
             raise ConfigError("--val-fraction and --test-fraction must lie in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("--val-fraction plus --test-fraction must leave images to train on")
+        if not 0.0 <= self.weight_ema < 1.0:
+            raise ConfigError(f"--weight-ema must lie in [0, 1), not {self.weight_ema}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"unknown --precision {self.precision!r}; use auto, fp32 or bf16")
         check_policy(self.on_bad_input)

@@ -101,3 +101,31 @@ def test_time_budget_counts_on_the_chosen_clock(tmp_path, phantom_dirs, monkeypa
 def test_unknown_clock_is_a_config_error(tmp_path, phantom_dirs):
     with pytest.raises(ConfigError, match="--clock"):
         Trainer(_cfg(tmp_path, phantom_dirs, "bad", clock="sundial"))
+
+
+def test_weight_average_is_what_the_run_keeps_and_resumes_exactly(tmp_path, phantom_dirs):
+    from multimix.engine.checkpoint import load_state
+    from tests.resume_helpers import stop_then_resume
+
+    def cfg(name: str) -> TrainConfig:
+        return _cfg(tmp_path, phantom_dirs, name, method="unet", steps=6, val_every=6,
+                    weight_ema=0.9)  # fmt: skip
+
+    full = train(cfg("full"))
+    resumed = stop_then_resume(cfg("resumed"), stop_after=2)
+    a = load_state(full / "checkpoints" / "last.state.pt")["average"]
+    b = load_state(resumed / "checkpoints" / "last.state.pt")["average"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # One validation, at the last step: best holds the average then, not the trained weights.
+    best = load_weights(full / "checkpoints" / "best.safetensors").state_dict()
+    last = load_weights(full / "checkpoints" / "last.safetensors").state_dict()
+    for key in best:
+        assert torch.equal(best[key], a[key]), key
+    assert any(not torch.equal(best[k], last[k]) for k in best if best[k].is_floating_point())
+
+
+def test_weight_average_decay_must_lie_below_one(tmp_path, phantom_dirs):
+    with pytest.raises(ConfigError, match="--weight-ema"):
+        _cfg(tmp_path, phantom_dirs, "x", steps=1, weight_ema=1.0).validate()

@@ -10,7 +10,6 @@ import contextlib
 import gc
 import math
 import os
-import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -44,6 +43,7 @@ from multimix.engine.precision import run_precision
 from multimix.engine.runtime import autocast, compute_settings, seed_everything, select_device
 from multimix.methods.base import LossWeights, Method
 from multimix.methods.multimix import segmentation_pretraining
+from multimix.models.average import WeightAverage
 from multimix.models.net import ModelConfig, MultiMixNet
 
 STREAM_NEEDS = {
@@ -112,6 +112,8 @@ class Trainer:
         self.data = self._data()
         self._check_streams()
         self.model = self._model()
+        # The weights the run validates and keeps: an average of the trained ones, if asked.
+        self.average = WeightAverage(self.model, cfg.weight_ema) if cfg.weight_ema else None
         extra = self.method.setup(self.model)
         groups = [{"params": list(self.model.parameters())}]
         if extra is not None:
@@ -258,6 +260,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "world_size": self.world.size,
             "method": self.method.state_dict(),
+            "average": self.average.state_dict() if self.average else None,
             **ranks[0],
             "other_ranks": ranks[1:],
         }
@@ -282,6 +285,9 @@ class Trainer:
         mine = state if self.world.main else state["other_ranks"][self.world.rank - 1]
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state.get("method", {}))
+        if self.average is not None:
+            # A checkpoint saved without an average (an edited config) restarts it here.
+            self.average.load_state_dict(state.get("average") or self.model.state_dict())
         self.streams.load_state_dict(mine["streams"])
         if self.pretrain and mine.get("pretrain_streams"):
             self.pretrain[1].load_state_dict(mine["pretrain_streams"])
@@ -314,9 +320,14 @@ class Trainer:
         wanted |= {"seg"} if self.method.trains_segmentation else set()
         return {s: rows for s, rows in self.data.val.items() if wanted & set(roles[s])}
 
+    @property
+    def kept(self) -> MultiMixNet:
+        """The network validation scores and ``best`` keeps: the weight average, if any."""
+        return self.average.module if self.average is not None else self.model
+
     def validate(self) -> dict[str, dict]:
         results = evaluate_sources(
-            self.model, self.data.bank, self._validation_rows(), tuple(self.cfg.classes),
+            self.kept, self.data.bank, self._validation_rows(), tuple(self.cfg.classes),
             self.device, score_labels=self.method.trains_classifier,
             score_masks=self.method.trains_segmentation, precision=self.precision,
         )  # fmt: skip
@@ -330,7 +341,7 @@ class Trainer:
         self.tb.scalars("val", row, self.step)
         if score > self.best or not (self.ckpt_dir / "best.safetensors").exists():
             self.best = score if not math.isnan(score) else self.best
-            ckpt.save_weights(self.ckpt_dir / "best.safetensors", self.model)
+            ckpt.save_weights(self.ckpt_dir / "best.safetensors", self.kept)
         return results
 
     def _done(self) -> bool:
@@ -371,7 +382,7 @@ class Trainer:
         finally:
             self.tb.close()
         if main and not (self.ckpt_dir / "best.safetensors").exists():
-            shutil.copy(self.ckpt_dir / "last.safetensors", self.ckpt_dir / "best.safetensors")
+            ckpt.save_weights(self.ckpt_dir / "best.safetensors", self.kept)
         if main:
             self._after_training()
         return self.run
@@ -411,6 +422,8 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         method.after_step(self.model, step + 1)
+        if self.average is not None:
+            self.average.update(self.model, step + 1)
         self.step += 1
         # One reduction per step: rank-averaged losses for the log, a shared clock, and a stop
         # request any rank received (so all ranks stop after the same step).

@@ -61,6 +61,7 @@ from multimix.core.batch import LABELED, MASKED, UNLABELED, Batch, Stream
 from multimix.core.errors import ConfigError
 from multimix.methods.base import LossWeights, Method, register
 from multimix.methods.losses import bernoulli_kl, dice_bce
+from multimix.models.average import ema_update
 from multimix.models.net import leading_rows
 from multimix.models.saliency import bridge_saliency, bridge_trace
 
@@ -427,15 +428,7 @@ class MultiMix(Method):
     def after_step(self, model: nn.Module, step: int) -> None:
         if self.teacher is None:
             return
-        decay = self.options.ema_decay
-        with torch.no_grad():
-            for t, s in zip(
-                self.teacher.state_dict().values(), model.state_dict().values(), strict=True
-            ):
-                if t.is_floating_point():
-                    t.mul_(decay).add_(s.detach(), alpha=1 - decay)
-                else:
-                    t.copy_(s)
+        ema_update(self.teacher, model, self.options.ema_decay)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"guard": self.guard.state_dict()}
