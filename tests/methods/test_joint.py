@@ -50,6 +50,47 @@ def test_cutmix_moves_masks_with_images():
     assert not none.any()
 
 
+def test_cutmix_from_masked_pastes_masked_images_with_their_true_masks(monkeypatch):
+    """``cutmix_from=masked``: unlabeled strong view i gets a box of masked image i (its strong
+    view, as the masked stream is drawn), and inside the box the pixel target is that image's
+    true mask, kept whatever the confidence threshold."""
+    import multimix.methods.joint as joint
+
+    seen = {}
+    real_pass, real_loss = joint.joint_pass, joint.pixel_pseudo_loss
+
+    def recording_pass(model, x, n_dec):
+        seen["x"] = x.detach().clone()
+        return real_pass(model, x, n_dec)
+
+    def recording_loss(logits, target, threshold, sure=None):
+        seen["target"], seen["sure"] = target.clone(), sure
+        return real_loss(logits, target, threshold, sure)
+
+    monkeypatch.setattr(joint, "joint_pass", recording_pass)
+    monkeypatch.setattr(joint, "pixel_pseudo_loss", recording_loss)
+    method = get_method("multimix", {"cutmix_from": "masked", "cutmix": 1.0})
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    batch = _batch()
+    method.loss(net, batch, step=5)
+    gen = torch.Generator().manual_seed(5 * 1_000_003 + 17)
+    box, _ = cutmix_boxes(2, (32, 32), 1.0, gen)
+    assert box.any(dim=(1, 2, 3)).all()
+    masked = batch[MASKED]["strong"]
+    strong = batch[UNLABELED][STRONG].x
+    # Rows: 2 masked, 2 weak, 2 strong, 2 labeled class images.
+    assert torch.equal(seen["x"][4:6], torch.where(box, masked.x, strong))
+    inside = box.expand_as(seen["target"])
+    assert torch.equal(seen["target"][inside], masked.masks[inside])
+    assert torch.equal(seen["sure"], inside)
+    _, keep = real_loss(torch.zeros_like(seen["target"]), seen["target"], 1.0, seen["sure"])
+    assert keep[inside].all()
+    with pytest.raises(ConfigError, match="--cutmix-from"):
+        get_method("multimix", {"cutmix_from": "elsewhere"})
+    with pytest.raises(ConfigError, match="--unlabeled-size 0"):
+        get_method("multimix", {"cutmix_from": "masked", "unlabeled_size": 64})
+
+
 def test_distribution_alignment_keeps_a_shifted_domain_from_one_class():
     """Every unlabeled image leans to class 1 (a domain shift); with a balanced labeled prior,
     alignment brings class 0 back among the pseudo-labels, where the fixed threshold keeps

@@ -10,7 +10,9 @@ image of every source trains both heads, teacher-student style (FixMatch, UniMat
   pixel-aligned target for the strong one;
 * the strong views are CutMixed between unlabeled images: a box of another image is pasted in,
   and its pseudo-mask with it (the class pseudo-label stays the base image's: the box is an
-  occlusion of at most a quarter of the image, as FixMatch's cutout is);
+  occlusion of at most a quarter of the image, as FixMatch's cutout is); with
+  ``cutmix_from=masked`` the box comes from a masked image of the same step instead, with its
+  true mask as the target there (copy-paste between labeled and unlabeled images, as BCP does);
 * pixel pseudo-masks: decoder probabilities on the weak view, kept per pixel where the
   confidence ``max(p, 1 - p)`` reaches ``pixel_threshold``, train the decoder on the strong view;
 * class pseudo-labels guarded against collapse under a domain shift: distribution alignment
@@ -70,6 +72,7 @@ GUARDS = ("da", "freematch", "fixed")
 VIEWS_OF_LABELED = ("weak", "strong")  # the views a labeled stream may be drawn in
 TEACHERS = ("self", "ema")
 PSEUDO_FROM = ("class", "all")
+CUTMIX_FROM = ("unlabeled", "masked")
 
 
 @dataclass
@@ -85,6 +88,13 @@ class JointOptions(LossWeights):
         default=0.9, metadata={"help": "Confidence a pixel pseudo-label needs."}
     )
     cutmix: float = field(default=0.5, metadata={"help": "Share of strong views CutMixed."})
+    cutmix_from: str = field(
+        default="unlabeled",
+        metadata={
+            "help": "Where the CutMix boxes come from: unlabeled|masked (masked: a masked "
+            "image's box with its true mask as the target there)."
+        },
+    )
     mask_view: str = field(
         default="strong", metadata={"help": "View of the masked images: strong|weak."}
     )
@@ -154,6 +164,15 @@ class JointOptions(LossWeights):
                 "--w-consistency compares masked and unlabeled masks pixel by pixel, so it "
                 "needs --unlabeled-size 0"
             )
+        if self.cutmix_from not in CUTMIX_FROM:
+            raise ConfigError(
+                f"--cutmix-from must be one of {', '.join(CUTMIX_FROM)}, not {self.cutmix_from!r}"
+            )
+        if self.cutmix_from == "masked" and self.unlabeled_size:
+            raise ConfigError(
+                "--cutmix-from masked pastes masked images into the unlabeled views, so it "
+                "needs --unlabeled-size 0"
+            )
         if self.unlabeled_from < 0:
             raise ConfigError("--unlabeled-from must be >= 0")
         for name in ("ema_decay", "momentum"):
@@ -162,15 +181,21 @@ class JointOptions(LossWeights):
 
 
 def pixel_pseudo_loss(
-    strong_logits: torch.Tensor, weak_probs: torch.Tensor, threshold: float
+    strong_logits: torch.Tensor,
+    weak_probs: torch.Tensor,
+    threshold: float,
+    sure: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BCE of the strong view against the weak view's confident pixels.
 
     ``weak_probs`` are detached probabilities aligned pixel for pixel with ``strong_logits``.
-    A pixel counts where ``max(p, 1 - p) >= threshold``; the loss is averaged over all pixels,
-    so an unsure image weighs less. Returns the loss and the boolean keep mask.
+    A pixel counts where ``max(p, 1 - p) >= threshold``, or where ``sure`` (bool, same shape:
+    pixels whose target is a true mask) says so; the loss is averaged over all pixels, so an
+    unsure image weighs less. Returns the loss and the boolean keep mask.
     """
     keep = torch.maximum(weak_probs, 1 - weak_probs) >= threshold
+    if sure is not None:
+        keep = keep | sure.to(keep.device)
     target = (weak_probs >= 0.5).to(strong_logits.dtype)
     per = F.binary_cross_entropy_with_logits(
         strong_logits.float(), target.float(), reduction="none"
@@ -205,9 +230,13 @@ def cutmix_boxes(
     return box.unsqueeze(1), source
 
 
-def mix(a: torch.Tensor, box: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    """``a`` with each image's box taken from image ``source[i]`` (images, masks, confidences)."""
-    return torch.where(box.to(a.device), a[source.to(a.device)], a)
+def mix(
+    a: torch.Tensor, box: torch.Tensor, source: torch.Tensor, donor: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``a`` with each image's box taken from image ``source[i]`` of ``donor`` (default: ``a``
+    itself); for images, masks and confidences alike."""
+    donor = a if donor is None else donor.to(a.device, a.dtype)
+    return torch.where(box.to(a.device), donor[source.to(a.device)], a)
 
 
 def shrink(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -362,7 +391,11 @@ class MultiMix(Method):
             n_u = len(unl)
             gen = torch.Generator().manual_seed(step * 1_000_003 + 17)  # resumable
             box, source = cutmix_boxes(n_u, tuple(strong_x.shape[-2:]), w.cutmix, gen)
-            strong_x = mix(strong_x, box, source)
+            if w.cutmix_from == "masked":  # unlabeled image i gets a box of masked image i
+                source = torch.arange(n_u) % n_seg
+                strong_x = mix(strong_x, box, source, seg_view.x)
+            else:
+                strong_x = mix(strong_x, box, source)
             # With an EMA teacher (and no KL term) the student's weak rows would feed no
             # loss: they are left out of its pass, which saves their forward and backward.
             keep_weak = self.teacher is None or w.consistency > 0
@@ -404,8 +437,15 @@ class MultiMix(Method):
             weak_masks = torch.sigmoid(u_masks[:n_u].detach().float())
 
         if w.pixel > 0:
-            target = mix(weak_masks, box, source)
-            pixel, keep = pixel_pseudo_loss(strong_masks, target, w.pixel_threshold)
+            sure = None
+            if w.cutmix_from == "masked":  # the pasted pixels carry their true masks
+                target = mix(weak_masks, box, source, seg_view.masks)
+                known = torch.ones(seg_view.masks.shape[:2], dtype=torch.bool)
+                known = known if seg.known is None else seg.known.cpu()
+                sure = (box & known[source][:, :, None, None]).to(target.device)
+            else:
+                target = mix(weak_masks, box, source)
+            pixel, keep = pixel_pseudo_loss(strong_masks, target, w.pixel_threshold, sure)
             total = total + w.pixel * pixel
             logs["loss_pixel"] = pixel.item()
             logs["pixel_kept"] = keep.float().mean().item()
