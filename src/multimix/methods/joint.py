@@ -440,9 +440,8 @@ class MultiMix(Method):
             sure = None
             if w.cutmix_from == "masked":  # the pasted pixels carry their true masks
                 target = mix(weak_masks, box, source, seg_view.masks)
-                known = torch.ones(seg_view.masks.shape[:2], dtype=torch.bool)
-                known = known if seg.known is None else seg.known.cpu()
-                sure = (box & known[source][:, :, None, None]).to(target.device)
+                known = seg.known.cpu()[source][:, :, None, None]  # structures with a mask
+                sure = (box & known).to(target.device)
             else:
                 target = mix(weak_masks, box, source)
             pixel, keep = pixel_pseudo_loss(strong_masks, target, w.pixel_threshold, sure)
