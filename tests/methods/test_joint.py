@@ -83,8 +83,10 @@ def test_cutmix_from_masked_pastes_masked_images_with_their_true_masks(monkeypat
     inside = box.expand_as(seen["target"])
     assert torch.equal(seen["target"][inside], masked.masks[inside])
     assert torch.equal(seen["sure"], inside)
-    _, keep = real_loss(torch.zeros_like(seen["target"]), seen["target"], 1.0, seen["sure"])
-    assert keep[inside].all()
+    # Sure pixels count even where the target is as unsure as it gets; the others do not.
+    unsure = torch.full_like(seen["target"], 0.5)
+    _, keep = real_loss(torch.zeros_like(unsure), unsure, 0.9, seen["sure"])
+    assert torch.equal(keep, inside)
     with pytest.raises(ConfigError, match="--cutmix-from"):
         get_method("multimix", {"cutmix_from": "elsewhere"})
     with pytest.raises(ConfigError, match="--unlabeled-size 0"):

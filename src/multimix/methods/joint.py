@@ -391,11 +391,12 @@ class MultiMix(Method):
             n_u = len(unl)
             gen = torch.Generator().manual_seed(step * 1_000_003 + 17)  # resumable
             box, source = cutmix_boxes(n_u, tuple(strong_x.shape[-2:]), w.cutmix, gen)
-            if w.cutmix_from == "masked":  # unlabeled image i gets a box of masked image i
+            # The boxes' donor: the other unlabeled images (None), or the masked ones, image i
+            # getting a box of masked image i, its true mask with it.
+            donor = seg_view if w.cutmix_from == "masked" else None
+            if donor is not None:
                 source = torch.arange(n_u) % n_seg
-                strong_x = mix(strong_x, box, source, seg_view.x)
-            else:
-                strong_x = mix(strong_x, box, source)
+            strong_x = mix(strong_x, box, source, None if donor is None else donor.x)
             # With an EMA teacher (and no KL term) the student's weak rows would feed no
             # loss: they are left out of its pass, which saves their forward and backward.
             keep_weak = self.teacher is None or w.consistency > 0
@@ -437,13 +438,10 @@ class MultiMix(Method):
             weak_masks = torch.sigmoid(u_masks[:n_u].detach().float())
 
         if w.pixel > 0:
-            sure = None
-            if w.cutmix_from == "masked":  # the pasted pixels carry their true masks
-                target = mix(weak_masks, box, source, seg_view.masks)
-                known = seg.known.cpu()[source][:, :, None, None]  # structures with a mask
-                sure = (box & known).to(target.device)
-            else:
-                target = mix(weak_masks, box, source)
+            target = mix(weak_masks, box, source, None if donor is None else donor.masks)
+            sure = None  # pixels whose target is a true mask: a masked donor's, where known
+            if donor is not None:
+                sure = (box & seg.known.cpu()[source][:, :, None, None]).to(target.device)
             pixel, keep = pixel_pseudo_loss(strong_masks, target, w.pixel_threshold, sure)
             total = total + w.pixel * pixel
             logs["loss_pixel"] = pixel.item()
