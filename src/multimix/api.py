@@ -335,8 +335,10 @@ class Model:
         explain: str | Sequence[str] | None = None,
         names: Sequence[str] | None = None,
     ) -> list[Prediction]:
-        """A batch of images already read (gray float32 ``H x W`` in ``[0, 1]``)."""
-        from multimix.data.io import resize_image
+        """A batch of images already read: gray ``H x W`` arrays, float in ``[0, 1]`` or uint8
+        (read as :func:`multimix.data.io.image_from_array` reads them, so a uint8 array is
+        scaled rather than clipped, and a float outside ``[0, 1]`` is a one-line error)."""
+        from multimix.data.io import image_from_array, resize_image
 
         methods = _methods(explain)
         if methods and self.backend != "torch":
@@ -347,6 +349,7 @@ class Model:
         if not images:
             return []
         names = list(names) if names is not None else [f"image-{i}" for i in range(len(images))]
+        images = [image_from_array(img, name) for img, name in zip(images, names, strict=True)]
         size = self.image_size
         x = torch.stack([torch.from_numpy(resize_image(img, size)) for img in images])[:, None]
         from multimix.models.postprocess import apply_plan, flip_average

@@ -58,6 +58,21 @@ def test_every_input_type_gives_the_same_prediction(model, radiograph, tmp_path)
     assert np.array_equal(by_path.masks["lungs"], by_ds.masks["lungs"])
 
 
+def test_predict_images_reads_uint8_arrays_as_predict_does(model, radiograph):
+    """A batch of uint8 arrays is scaled by 255, not clipped to white; a float array outside
+    [0, 1] is a one-line error naming the image."""
+    gray = read_image(radiograph)
+    u8 = np.rint(gray * 255).astype(np.uint8)
+    ref = model.predict(radiograph)
+    (got,) = model.predict_images([u8], names=["scan-7"])
+    assert got.probabilities == pytest.approx(ref.probabilities, abs=1e-5)
+    assert np.array_equal(got.masks["lungs"], ref.masks["lungs"])
+    assert ref.masks["lungs"].any()
+    with pytest.raises(DataError, match=r"scan-7.*must lie in \[0, 1\]") as err:
+        model.predict_images([u8.astype(np.float32)], names=["scan-7"])
+    assert "\n" not in str(err.value)
+
+
 def test_result_holds_masks_area_maps_and_json(model, radiograph):
     gray = read_image(radiograph)
     wide = np.asarray(Image.fromarray(np.rint(gray * 255).astype(np.uint8)).resize((90, 50)))
