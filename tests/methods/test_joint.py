@@ -184,6 +184,29 @@ def test_joint_step_decodes_masked_weak_and_strong_rows(teacher, rows):
     assert dec and any(g.abs().sum() > 0 for g in dec)
 
 
+@pytest.mark.parametrize("unlabeled_size", [0, 16])
+def test_without_a_pixel_loss_the_decoder_skips_the_unlabeled_rows(unlabeled_size):
+    """``--w-pixel 0`` (and no KL term): no loss reads the unlabeled rows' masks, so only the 2
+    masked rows reach the decoder; the unlabeled rows still train the classifier through their
+    class pseudo-labels, with the same logits as when they were decoded."""
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True)).eval()
+    logs = {}
+    seen: dict[float, list[int]] = {}
+    for pixel in (1.0, 0.0):
+        method = get_method("multimix", {"pixel": pixel, "threshold": 0.0})
+        method.options.unlabeled_size = unlabeled_size
+        seen[pixel] = []
+        hook = net.decoder.register_forward_hook(
+            lambda m, i, o, p=pixel: seen[p].append(o.shape[0])
+        )
+        loss, logs[pixel] = method.loss(net, _batch())
+        hook.remove()
+        loss.backward()
+    assert sum(seen[0.0]) == 2 and sum(seen[1.0]) == 6
+    assert "loss_pixel" not in logs[0.0] and logs[0.0]["pseudo_kept"] == 1.0
+    assert logs[0.0]["loss_pseudo"] == pytest.approx(logs[1.0]["loss_pseudo"], rel=1e-5)
+
+
 @pytest.mark.parametrize("teacher, rows", [("self", [2, 4]), ("ema", [2, 2])])
 def test_smaller_unlabeled_views_get_an_encoder_pass_of_their_own(teacher, rows):
     """``unlabeled_size`` shrinks the weak and strong views (32 -> 16 px here): the masked and

@@ -248,7 +248,10 @@ def shrink(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def joint_pass(model: nn.Module, x: torch.Tensor, n_dec: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Class logits of every row and mask logits of the first ``n_dec``, from one encoder pass;
-    with a bridge, the decoder also gets the classifier's saliency of those rows."""
+    with a bridge, the decoder also gets the classifier's saliency of those rows. With
+    ``n_dec == 0`` the decoder and the saliency walk are skipped (the masks are ``None``)."""
+    if n_dec == 0:
+        return model.classify(model.encode(x)), None
     bridged = model.bridge is not None
     trace = bridge_trace(model.traceable, x) if bridged else None
     feats = model.encode(x, trace)
@@ -402,19 +405,23 @@ class MultiMix(Method):
             keep_weak = self.teacher is None or w.consistency > 0
             n_w = n_u if keep_weak else 0
             unlabeled_rows = [weak_x, strong_x] if keep_weak else [strong_x]
-        if own_pass:  # the decoder runs on all of the unlabeled pass's rows
+        # The unlabeled rows reach the decoder only for a loss that reads their masks (the
+        # pixel pseudo-masks, the KL term); else the decoder and its saliency walk skip them.
+        decode_unlabeled = w.pixel > 0 or w.consistency > 0
+        n_u_dec = n_w + n_u if decode_unlabeled else 0
+        if own_pass:
             seg_logits, seg_masks = joint_pass(model, torch.cat([seg_view.x, cls_x]), n_seg)
             cls_logits = seg_logits[n_seg:]
-            u_logits, u_masks = joint_pass(model, torch.cat(unlabeled_rows), n_w + n_u)
+            u_logits, u_masks = joint_pass(model, torch.cat(unlabeled_rows), n_u_dec)
         else:
             # One concatenated pass, decoder rows first: masked, weak, strong; then the
             # labeled class rows (batch norm sees every stream together).
-            n_dec = n_seg + n_w + n_u
+            n_before_cls = n_seg + n_w + n_u
             logits, mask_logits = joint_pass(
-                model, torch.cat([seg_view.x, *unlabeled_rows, cls_x]), n_dec
+                model, torch.cat([seg_view.x, *unlabeled_rows, cls_x]), n_seg + n_u_dec
             )
-            seg_masks, cls_logits = mask_logits[:n_seg], logits[n_dec:]
-            u_logits, u_masks = logits[n_seg:n_dec], mask_logits[n_seg:]
+            seg_masks, cls_logits = mask_logits[:n_seg], logits[n_before_cls:]
+            u_logits, u_masks = logits[n_seg:n_before_cls], mask_logits[n_seg:]
         logs: dict[str, float] = {}
 
         seg_loss = dice_bce(seg_masks, seg_view.masks, seg.known)
@@ -429,20 +436,20 @@ class MultiMix(Method):
             logs["loss"] = total.item()
             return total, logs
 
-        strong_logits, strong_masks = u_logits[n_w:], u_masks[n_w:]
+        strong_logits = u_logits[n_w:]
         if self.teacher is not None:
             with torch.no_grad():
                 weak_logits, weak_masks = self._teacher_targets(weak_x)
         else:
             weak_logits = u_logits[:n_u]
-            weak_masks = torch.sigmoid(u_masks[:n_u].detach().float())
+            weak_masks = torch.sigmoid(u_masks[:n_u].detach().float()) if n_u_dec else None
 
         if w.pixel > 0:
             target = mix(weak_masks, box, source, None if donor is None else donor.masks)
             sure = None  # pixels whose target is a true mask: a masked donor's, where known
             if donor is not None:
                 sure = (box & seg.known.cpu()[source][:, :, None, None]).to(target.device)
-            pixel, keep = pixel_pseudo_loss(strong_masks, target, w.pixel_threshold, sure)
+            pixel, keep = pixel_pseudo_loss(u_masks[n_w:], target, w.pixel_threshold, sure)
             total = total + w.pixel * pixel
             logs["loss_pixel"] = pixel.item()
             logs["pixel_kept"] = keep.float().mean().item()
