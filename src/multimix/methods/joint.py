@@ -246,7 +246,9 @@ def shrink(x: torch.Tensor, size: int) -> torch.Tensor:
     )
 
 
-def joint_pass(model: nn.Module, x: torch.Tensor, n_dec: int) -> tuple[torch.Tensor, torch.Tensor]:
+def joint_pass(
+    model: nn.Module, x: torch.Tensor, n_dec: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class logits of every row and mask logits of the first ``n_dec``, from one encoder pass;
     with a bridge, the decoder also gets the classifier's saliency of those rows. With
     ``n_dec == 0`` the decoder and the saliency walk are skipped (the masks are ``None``)."""
