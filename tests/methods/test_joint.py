@@ -184,6 +184,19 @@ def test_joint_step_decodes_masked_weak_and_strong_rows(teacher, rows):
     assert dec and any(g.abs().sum() > 0 for g in dec)
 
 
+def test_without_a_pixel_loss_the_ema_teacher_skips_its_decoder():
+    """With ``--w-pixel 0`` the EMA teacher's masks feed nothing: it gives class logits only,
+    and the student's decoder sees the 2 masked rows."""
+    method = get_method("multimix", {"teacher": "ema", "pixel": 0.0})
+    net = MultiMixNet(ModelConfig(widths=(4, 8, 8, 16, 16), bridge=True))
+    method.setup(net)
+    seen, teacher_seen = [], []
+    net.decoder.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    method.teacher.decoder.register_forward_hook(lambda m, i, o: teacher_seen.append(1))
+    _, logs = method.loss(net, _batch())
+    assert seen == [2] and teacher_seen == [] and "loss_pseudo" in logs
+
+
 @pytest.mark.parametrize("unlabeled_size", [0, 16])
 def test_without_a_pixel_loss_the_decoder_skips_the_unlabeled_rows(unlabeled_size):
     """``--w-pixel 0`` (and no KL term): no loss reads the unlabeled rows' masks, so only the 2

@@ -373,10 +373,13 @@ class MultiMix(Method):
             self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
         return None
 
-    def _teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """EMA teacher's class logits and mask probabilities on the weak view."""
-        out = self.teacher(x)
-        return out["logits"].float(), torch.sigmoid(out["mask_logits"].float())
+    def _teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """EMA teacher's class logits and mask probabilities on the weak view; no masks (and
+        no decoder or saliency walk) when no pixel pseudo-mask reads them."""
+        segment = self.options.pixel > 0
+        out = self.teacher(x, segment=segment)
+        masks = torch.sigmoid(out["mask_logits"].float()) if segment else None
+        return out["logits"].float(), masks
 
     def loss(
         self, model: nn.Module, batch: Batch, step: int = 0
