@@ -47,6 +47,8 @@ class TrainConfig:
         "on_bad_input": "A bad image, mask or label row: error, or skip (RUN/skipped.csv).",
         "threads": "CPU threads (none: all cores).",
         "unlabeled_ratio": "Unlabeled images per labeled image in a step.",
+        "unlabeled_sampling": "How unlabeled batches are drawn: image (every image equally "
+        "often) or source (every source an equal share of each batch).",
         "weight_ema": "Validate and keep a moving average of the weights with this decay "
         "(0: the weights of each step).",
     }
@@ -72,6 +74,7 @@ class TrainConfig:
     precision: str = "auto"  # network arithmetic: auto, fp32 or bf16 (engine.precision)
     batch_size: int = 8
     unlabeled_ratio: int = 1
+    unlabeled_sampling: str = "image"  # "source": data.streams.SourcePool
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 20
@@ -124,6 +127,10 @@ class TrainConfig:
             raise ConfigError("--max-minutes must be positive")
         if self.clock not in ("wall", "cpu"):
             raise ConfigError(f"--clock must be wall or cpu, not {self.clock!r}")
+        if self.unlabeled_sampling not in ("image", "source"):
+            raise ConfigError(
+                f"--unlabeled-sampling must be image or source, not {self.unlabeled_sampling!r}"
+            )
         if self.image_size < 2 ** (len(self.widths) - 1) or self.image_size % 2 ** (
             len(self.widths) - 1
         ):

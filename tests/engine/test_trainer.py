@@ -129,3 +129,34 @@ def test_weight_average_is_what_the_run_keeps_and_resumes_exactly(tmp_path, phan
 def test_weight_average_decay_must_lie_below_one(tmp_path, phantom_dirs):
     with pytest.raises(ConfigError, match="--weight-ema"):
         _cfg(tmp_path, phantom_dirs, "x", steps=1, weight_ema=1.0).validate()
+
+
+def test_source_sampling_shares_unlabeled_batches_and_resumes_exactly(tmp_path, phantom_dirs):
+    import copy
+
+    from multimix.core.batch import UNLABELED
+    from multimix.data.streams import SourcePool
+    from tests.resume_helpers import assert_same_weights, stop_then_resume
+
+    def cfg(name: str) -> TrainConfig:
+        return _cfg(tmp_path, phantom_dirs, name, steps=4, val_every=4,
+                    unlabeled_sampling="source",
+                    method_options={"unlabeled_from": 0, "unlabeled_every": 1})  # fmt: skip
+
+    def check(trainer: Trainer) -> None:
+        streams, records = trainer.streams, trainer.data.bank.records
+        pool = streams.pools[UNLABELED]
+        assert isinstance(pool, SourcePool) and set(pool.pools) == {"ph_cls", "ph_seg"}
+        state = copy.deepcopy(streams.state_dict())
+        rows = streams.draw({UNLABELED: trainer.method.streams[UNLABELED]})[UNLABELED].rows
+        sources = [records[i].source for i in rows.tolist()]
+        assert sources.count("ph_cls") == sources.count("ph_seg") == len(sources) // 2
+        streams.load_state_dict(state)  # the run then draws what the full run drew
+
+    full = train(cfg("full"))
+    assert_same_weights(full, stop_then_resume(cfg("resumed"), stop_after=2, check=check))
+
+
+def test_unknown_unlabeled_sampling_is_a_config_error(tmp_path, phantom_dirs):
+    with pytest.raises(ConfigError, match="--unlabeled-sampling"):
+        _cfg(tmp_path, phantom_dirs, "x", steps=1, unlabeled_sampling="hospital").validate()

@@ -33,7 +33,7 @@ from multimix.data.assemble import (
     save_split,
 )
 from multimix.data.bad_inputs import BadInputs, write_skipped
-from multimix.data.streams import Pool, Streams
+from multimix.data.streams import Pool, SourcePool, Streams
 from multimix.engine import checkpoint as ckpt
 from multimix.engine import distributed
 from multimix.engine.evaluate import evaluate_sources, summary_score
@@ -197,9 +197,15 @@ class Trainer:
         # A stream with nothing to draw from falls back to all training rows it can use.
         fallback = torch.cat([rows[UNMASKED], rows[MASKED]]).unique()
         pools = {}
+        records = self.data.bank.records
         for name, stream in self.method.streams.items():
             pool_rows = rows[stream.rows] if len(rows[stream.rows]) else fallback
-            pools[name] = Pool(name, pool_rows, sizes[stream.size], cfg.seed, *self._shard())
+            size = sizes[stream.size]
+            if stream.rows in (UNLABELED, UNMASKED) and cfg.unlabeled_sampling == "source":
+                sources = [records[i].source for i in pool_rows.tolist()]
+                pools[name] = SourcePool(name, pool_rows, sources, size, cfg.seed, *self._shard())
+            else:
+                pools[name] = Pool(name, pool_rows, size, cfg.seed, *self._shard())
         roots = {name: source.root for name, source in self.data.sources.items()}
         label_maps = self.task.prepare(self.data.bank, rows, roots)
         return Streams(
