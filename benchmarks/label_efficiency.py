@@ -33,8 +33,23 @@ USES_MASKS = {"unet", "umtl", "umtls", "multimix-paper", "multimix"}
 LABEL_MAP = "covid=pneumonia,ards=pneumonia"
 
 
+def split_methods(text: str) -> list[str]:
+    """``unet,multimix[widths=16,32;teacher=ema]`` -> two specs: commas inside [] are values."""
+    specs, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            specs.append(text[start:i])
+            start = i + 1
+    specs.append(text[start:])
+    if depth or any(not spec.strip() for spec in specs):
+        raise SystemExit(f"--methods: cannot read {text!r} (an empty name or an unclosed [)")
+    return [spec.strip() for spec in specs]
+
+
 def run_key(method: str, n_cls: str, n_seg: str, seed: int = 0) -> str:
     name = method.replace("[", "-").replace("]", "").replace("=", "").replace(";", "-")
+    name = name.replace(",", "_")
     return f"{name}-c{n_cls}-m{n_seg}" + (f"-s{seed}" if seed else "")
 
 
@@ -304,7 +319,7 @@ def main() -> None:
     confs = [
         (*conf, seed)
         for seed in seeds
-        for conf in configurations(args.methods.split(","), class_counts, mask_counts)
+        for conf in configurations(split_methods(args.methods), class_counts, mask_counts)
     ]
     phantoms(args.out, args.image_size)  # once, before runs start in parallel
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

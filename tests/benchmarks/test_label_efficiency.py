@@ -130,3 +130,14 @@ def test_variants_become_train_flags_and_run_names(benchmark_module):
     assert list(le.configurations(["unet", "enc"], ["100", "all"], ["10"])) == [
         ("unet", "0", "10"), ("enc", "100", "0"), ("enc", "all", "0"),
     ]  # fmt: skip
+
+
+def test_a_list_value_inside_a_variant_stays_one_method(benchmark_module):
+    le = benchmark_module("label_efficiency")
+    specs = le.split_methods("unet, multimix[widths=16,32,64;teacher=ema],enc")
+    assert specs == ["unet", "multimix[widths=16,32,64;teacher=ema]", "enc"]
+    assert le.variant_flags(specs[1]) == ["--widths", "16,32,64", "--teacher", "ema"]
+    assert le.run_key(specs[1], "100", "10") == "multimix-widths16_32_64-teacherema-c100-m10"
+    for bad in ("unet,,enc", "multimix[widths=16,32"):
+        with pytest.raises(SystemExit, match="--methods"):
+            le.split_methods(bad)
