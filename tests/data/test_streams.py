@@ -35,6 +35,8 @@ def test_an_odd_batch_gives_the_extra_row_to_the_sources_in_turn():
     pool = SourcePool("u", ROWS, SOURCES, 3, seed=0)
     counts = [sum(_source(r) == "b" for r in pool.next().tolist()) for _ in range(4)]
     assert counts == [1, 2, 1, 2]
+    single = SourcePool("u", ROWS, SOURCES, 1, seed=0)  # fewer places than sources
+    assert [_source(int(single.next())) for _ in range(4)] == ["a", "b", "a", "b"]
 
 
 def test_resumes_exactly_and_shards_between_ranks():
