@@ -141,6 +141,43 @@ def test_weak_keeps_image_and_mask_aligned(seed):
     assert (_iou(out, out_masks) > 0.95).all()
 
 
+def _area_ratio(out_masks: Tensor, masks: Tensor) -> Tensor:
+    return out_masks.float().sum(dim=(1, 2, 3)) / masks.float().sum(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_weak_zoom_moves_image_and_mask_together_within_its_range(seed):
+    images, masks = _scene(b=16, seed=seed)
+    cfg = AugmentConfig(flip=False, max_shift=0.0, max_scale=0.25)
+    out, out_masks = weak(images, masks, _gen(seed), cfg)
+    assert (_iou(out, out_masks) > 0.95).all()
+    ratio = _area_ratio(out_masks, masks)  # a zoom by z scales areas by z**2
+    assert (ratio > 1 / 1.25**2 - 0.05).all() and (ratio < 1.25**2 + 0.05).all()
+    assert (ratio < 0.95).any() and (ratio > 1.05).any()  # both ways, in one batch
+
+
+def test_weak_without_zoom_draws_what_it_always_drew():
+    """max_scale=0 takes no random numbers, so seeded runs keep the views they had."""
+    images, masks = _scene()
+    b = len(images)
+    g1, g2 = _gen(3), _gen(3)
+    weak(images, masks, g1, AugmentConfig())
+    torch.rand((b,), generator=g2), torch.rand((b, 2), generator=g2)  # flips, shifts
+    assert torch.equal(g1.get_state(), g2.get_state())
+    weak(images, masks, g2, AugmentConfig(max_scale=0.1))
+    torch.rand((b,), generator=g1), torch.rand((b, 2), generator=g1), torch.rand((b,), generator=g1)
+    assert torch.equal(g1.get_state(), g2.get_state())  # and a zoom one number a sample
+
+
+def test_strong_zooms_as_its_weak_base_does():
+    images, masks = _scene()
+    cfg = AugmentConfig(max_scale=0.3, n_ops=0, cutout=0.0)
+    out, out_masks = strong(images, masks, _gen(5), cfg)
+    ref, ref_masks = weak(images, masks, _gen(5), cfg)
+    assert torch.equal(out, ref) and torch.equal(out_masks, ref_masks)
+    assert not torch.equal(out_masks, weak(images, masks, _gen(5), AugmentConfig())[1])
+
+
 def test_strong_without_ops_or_cutout_equals_weak():
     images, masks = _scene()
     cfg = AugmentConfig(n_ops=0, cutout=0.0)
@@ -246,6 +283,8 @@ def test_rejects_bad_inputs_and_config():
         strong(images, masks[:1], _gen(0))
     for bad in (
         {"max_shift": -0.1},
+        {"max_scale": -0.1},
+        {"max_scale": 1.5},
         {"n_ops": -1},
         {"n_ops": len(OPS) + 1},
         {"magnitude": 1.5},

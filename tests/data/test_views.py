@@ -21,6 +21,8 @@ def test_photometric_view_keeps_every_pixel_in_place():
     assert not torch.equal(out, images)
     same, _ = photometric(images, None, g, AugmentConfig(n_ops=0))
     assert torch.equal(same, images)
+    _, zoomed = photometric(images, masks, g, AugmentConfig(max_scale=0.5))
+    assert torch.equal(zoomed, masks)  # the weak view's zoom stays with the weak view
 
 
 def _trainer(tmp_path, phantom_dirs) -> Trainer:

@@ -1,6 +1,7 @@
 """Batched, reproducible weak/strong augmentation for FixMatch-style training.
 
-FixMatch needs two views of every unlabelled image: a *weak* one (flip + shift) whose
+FixMatch needs two views of every unlabelled image: a *weak* one (flip + shift, and a zoom
+when ``max_scale`` asks for one) whose
 prediction becomes the pseudo-label, and a *strong* one (RandAugment + cutout) that the
 model must still classify/segment consistently. Both run inside the training loop on
 whole batches, so every operation here is vectorised over the batch (loops only run over
@@ -88,12 +89,19 @@ _CUTOUT_FILL = 0.5
 class AugmentConfig:
     """Strength of the weak and strong views.
 
-    ``flip`` and ``max_shift`` define the weak view (and the geometric base of the strong
-    one); ``n_ops``, ``magnitude`` and ``cutout`` only affect the strong view.
+    ``flip``, ``max_shift`` and ``max_scale`` define the weak view (and the geometric base of
+    the strong one); ``n_ops``, ``magnitude`` and ``cutout`` only affect the strong view.
+
+    ``max_scale`` zooms every weak view by a factor drawn log-uniformly in
+    ``[1 / (1 + s), 1 + s]``. Why: a classifier trained on one hospital's framing learns the
+    apparent size of the chest as a cue (a pediatric-trained model calls normal children
+    pneumonia when the image is enlarged by 1.2, and adults, whose chests fill the frame, look
+    enlarged to it); zooming the training views takes that cue away.
     """
 
     flip: bool = True  # horizontal flip p=0.5 (weak)
     max_shift: float = 0.125  # weak translation, fraction of size, uniform in [-s, s] per axis
+    max_scale: float = 0.0  # weak zoom, factor log-uniform in [1/(1+s), 1+s] (0: none)
     n_ops: int = 2  # RandAugment: ops drawn per sample
     magnitude: float = 0.5  # RandAugment global magnitude in [0, 1]; each op draws up to it
     cutout: float = 0.25  # cutout square side as fraction of size (0 disables); fill 0.5
@@ -101,6 +109,8 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_shift <= 1.0:
             raise ConfigError(f"augment max_shift must be in [0, 1], got {self.max_shift}")
+        if not 0.0 <= self.max_scale <= 1.0:
+            raise ConfigError(f"augment max_scale must be in [0, 1], got {self.max_scale}")
         if isinstance(self.n_ops, bool) or not isinstance(self.n_ops, int):
             raise ConfigError(f"augment n_ops must be an integer, got {self.n_ops!r}")
         if not 0 <= self.n_ops <= len(OPS):
@@ -117,16 +127,17 @@ def weak(
     generator: torch.Generator,
     cfg: AugmentConfig = AugmentConfig(),
 ) -> tuple[Tensor, Tensor | None]:
-    """FixMatch weak view: random horizontal flip and translation, nothing photometric.
+    """FixMatch weak view: random horizontal flip, translation and (``max_scale``) zoom,
+    nothing photometric.
 
     Returns new tensors (inputs are never modified) with the same shapes and dtypes;
     the mask output is ``None`` when ``masks`` is ``None``.
     """
     _check_inputs(images, masks)
     b, _, h, w = images.shape
-    flip, shift = _draw_weak(b, generator, cfg)
+    flip, shift, zoom = _draw_weak(b, generator, cfg)
     zero = torch.zeros(b, dtype=torch.float64)
-    matrix = _affine(h, w, flip, shift[:, 0], shift[:, 1], zero, zero, zero, zero)
+    matrix = _affine(h, w, flip, shift[:, 0], shift[:, 1], zero, zero, zero, zoom - 1.0)
     out, out_masks = _warp(images, masks, matrix)
     return out.clamp_(0.0, 1.0), out_masks
 
@@ -160,7 +171,7 @@ def photometric(
     prediction on the weak view is a pixel-aligned target for this one (pixel pseudo-labels).
     Masks come back unchanged (copies).
     """
-    still = replace(cfg, flip=False, max_shift=0.0, cutout=0.0)
+    still = replace(cfg, flip=False, max_shift=0.0, max_scale=0.0, cutout=0.0)
     return _strong(images, masks, generator, still, PHOTOMETRIC_OPS)
 
 
@@ -178,7 +189,7 @@ def _strong(
         raise ValueError(f"ops must be distinct names from OPS, got {list(ops)}")
     b, _, h, w = images.shape
     # Draw order: weak geometry first, so strong with nothing else enabled equals weak.
-    flip, shift = _draw_weak(b, generator, cfg)
+    flip, shift, zoom = _draw_weak(b, generator, cfg)
     n_kinds = len(ops)
     n_ops = min(cfg.n_ops, n_kinds)
     selected = torch.zeros(b, n_kinds, dtype=torch.bool)
@@ -197,6 +208,9 @@ def _strong(
     def geo(name: str) -> Tensor:
         return signed[:, column[name]] if name in column else torch.zeros(b, dtype=torch.float64)
 
+    scale = _SCALE * geo("scale")
+    if cfg.max_scale > 0:  # the weak zoom and RandAugment's compose
+        scale = zoom * (1.0 + scale) - 1.0
     matrix = _affine(
         h,
         w,
@@ -206,7 +220,7 @@ def _strong(
         math.radians(_ROTATE_DEG) * geo("rotate"),
         _SHEAR * geo("shear_x"),
         _SHEAR * geo("shear_y"),
-        _SCALE * geo("scale"),
+        scale,
     )
     out, out_masks = _warp(images, masks, matrix)
     out = out.clamp_(0.0, 1.0)
@@ -259,15 +273,22 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
     return torch.rand(shape, generator=generator, device=generator.device).to("cpu", torch.float64)
 
 
-def _draw_weak(b: int, generator: torch.Generator, cfg: AugmentConfig) -> tuple[Tensor, Tensor]:
-    """Flip flags ``(B,)`` and shifts ``(B, 2)`` (fraction of size, x then y).
+def _draw_weak(
+    b: int, generator: torch.Generator, cfg: AugmentConfig
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Flip flags ``(B,)``, shifts ``(B, 2)`` (fraction of size, x then y) and zoom factors
+    ``(B,)``.
 
-    Both are always drawn, so toggling ``flip`` does not change which shifts come out.
+    Flips and shifts are always drawn, so toggling ``flip`` does not change which shifts come
+    out; zooms only with ``max_scale > 0``, so a run without them draws what it always drew.
     """
     coins = _rand((b,), generator)
     shift = (_rand((b, 2), generator) * 2.0 - 1.0) * cfg.max_shift
     flip = (coins < 0.5) & cfg.flip
-    return flip, shift
+    zoom = torch.ones(b, dtype=torch.float64)
+    if cfg.max_scale > 0:
+        zoom = torch.exp((_rand((b,), generator) * 2.0 - 1.0) * math.log1p(cfg.max_scale))
+    return flip, shift, zoom
 
 
 def _affine(
