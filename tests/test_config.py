@@ -26,6 +26,15 @@ def test_configs_of_runs_before_the_redesign_load(name):
     else:
         assert cfg.task_options == {}
     cfg.make_method(cfg.make_task())
+    assert cfg.augment.max_scale == 0.0  # saved before the weak zoom: trained without it
+
+
+def test_the_weak_zoom_is_on_by_default_and_a_partial_augment_block_keeps_it(tmp_path):
+    assert TrainConfig(out="r").augment.max_scale == 0.25
+    path = tmp_path / "config.json"
+    path.write_text('{"out": "r", "augment": {"cutout": 0.0}}')
+    cfg = TrainConfig.from_file(path)
+    assert cfg.augment.cutout == 0.0 and cfg.augment.max_scale == 0.25
 
 
 def test_unknown_method_option_is_one_line():

@@ -15,6 +15,9 @@ from multimix.methods.base import method_class, parse_options
 from multimix.models.backbones import backbone_class
 from multimix.tasks import TASKS, Task
 
+# The augmentation fields every run saved before ``max_scale`` existed.
+LEGACY_AUGMENT = {"flip", "max_shift", "n_ops", "magnitude", "cutout"}
+
 
 @dataclass
 class TrainConfig:
@@ -194,7 +197,11 @@ class TrainConfig:
             if raw.get("task") == "multilabel" and "task_options" not in raw:
                 raw["task_options"] = raw.get("multilabel", {})
             raw = {k: v for k, v in raw.items() if k in known}
-            raw["augment"] = AugmentConfig(**raw.get("augment", {}))
+            augment = dict(raw.get("augment", {}))
+            # Saved before the weak zoom existed (every other field is there): trained without.
+            if augment.keys() >= LEGACY_AUGMENT and "max_scale" not in augment:
+                augment["max_scale"] = 0.0
+            raw["augment"] = AugmentConfig(**augment)
             return cls(**raw)
         except (ValueError, TypeError) as exc:
             raise CheckpointError(path, f"unreadable run configuration ({exc})") from None

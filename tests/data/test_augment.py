@@ -18,7 +18,11 @@ from multimix.data.augment import (
 )
 
 FUNCS = [weak, strong]
-STILL = {"flip": False, "max_shift": 0.0}  # no weak geometry: isolates the other parts
+STILL = {
+    "flip": False,
+    "max_shift": 0.0,
+    "max_scale": 0.0,
+}  # no weak geometry: isolates the other parts
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -123,7 +127,8 @@ def test_weak_without_flip_or_shift_is_identity():
 
 def test_weak_flip_mirrors_some_samples_and_keeps_others():
     images, masks = _scene(b=16)
-    out, out_masks = weak(images, masks, _gen(0), AugmentConfig(flip=True, max_shift=0.0))
+    cfg = AugmentConfig(flip=True, max_shift=0.0, max_scale=0.0)
+    out, out_masks = weak(images, masks, _gen(0), cfg)
     kept = (out - images).abs().amax(dim=(1, 2, 3)) < 1e-5
     mirrored = (out - images.flip(-1)).abs().amax(dim=(1, 2, 3)) < 1e-5
     assert (kept ^ mirrored).all()
@@ -161,7 +166,7 @@ def test_weak_without_zoom_draws_what_it_always_drew():
     images, masks = _scene()
     b = len(images)
     g1, g2 = _gen(3), _gen(3)
-    weak(images, masks, g1, AugmentConfig())
+    weak(images, masks, g1, AugmentConfig(max_scale=0.0))
     torch.rand((b,), generator=g2), torch.rand((b, 2), generator=g2)  # flips, shifts
     assert torch.equal(g1.get_state(), g2.get_state())
     weak(images, masks, g2, AugmentConfig(max_scale=0.1))
@@ -175,7 +180,8 @@ def test_strong_zooms_as_its_weak_base_does():
     out, out_masks = strong(images, masks, _gen(5), cfg)
     ref, ref_masks = weak(images, masks, _gen(5), cfg)
     assert torch.equal(out, ref) and torch.equal(out_masks, ref_masks)
-    assert not torch.equal(out_masks, weak(images, masks, _gen(5), AugmentConfig())[1])
+    unzoomed = AugmentConfig(max_scale=0.0)
+    assert not torch.equal(out_masks, weak(images, masks, _gen(5), unzoomed)[1])
 
 
 def test_strong_without_ops_or_cutout_equals_weak():
@@ -212,7 +218,7 @@ def test_strong_with_all_ops_keeps_mask_on_the_structures():
     then solarize maps both levels to ~0), hence the check on 90% of the samples."""
     images, masks = _scene(b=32, seed=1)
     images = 0.15 + 0.6 * masks.amax(dim=1, keepdim=True)
-    cfg = AugmentConfig(n_ops=3, magnitude=0.5, cutout=0.0)
+    cfg = AugmentConfig(n_ops=3, magnitude=0.5, cutout=0.0, max_scale=0.0)
     out, out_masks = strong(images, masks, _gen(7), cfg)
     union = out_masks.amax(dim=1, keepdim=True)
     x = (out - out.mean(dim=(1, 2, 3), keepdim=True)).flatten(1)

@@ -38,7 +38,7 @@ def _config(tmp_path: Path, phantom_dirs, batch_size: int, norm: str = "group") 
         widths=[8, 16, 16, 32, 32],
         norm=norm,
         dropout=0.0,
-        augment=AugmentConfig(flip=False, max_shift=0.0, n_ops=0, cutout=0.0),
+        augment=AugmentConfig(flip=False, max_shift=0.0, max_scale=0.0, n_ops=0, cutout=0.0),
         batch_size=batch_size,
         steps=4,
         val_every=2,

@@ -143,6 +143,10 @@ def matmul_peaks(
     linear = getattr(torch._C._nn, "mkldnn_linear", None)
     if torch.backends.mkldnn.is_available() and linear is not None:
         am, bm = a.to_mkldnn(), b.to_mkldnn()
+        try:  # oneDNN refuses bf16 on CPUs without avx512bw/vl/dq or avx_ne_convert
+            linear(torch.ones(1, size, dtype=dtype).to_mkldnn(), bm)
+        except RuntimeError:
+            return peaks
         peaks["onednn (mkldnn_linear)"] = best(lambda: linear(am, bm))
     return peaks
 

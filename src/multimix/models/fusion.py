@@ -15,6 +15,7 @@ Two steps, each exact in eval mode:
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,27 @@ def _onednn_fuses(x: torch.Tensor) -> bool:
         x.device.type == "cpu"
         and torch.backends.mkldnn.is_available()
         and not (torch.is_grad_enabled() and x.requires_grad)
+        and (x.dtype != torch.bfloat16 or onednn_fuses_bf16())
     )
+
+
+@functools.cache
+def onednn_fuses_bf16() -> bool:
+    """Whether oneDNN's fused convolution takes bf16 on this CPU.
+
+    It refuses without ``avx512bw``/``avx512vl``/``avx512dq`` or ``avx_ne_convert`` (an
+    AVX2-only EPYC, for one), where torch's plain bf16 convolution still runs: bf16 inference
+    there takes the unfused path instead of failing in its first forward.
+    """
+    x = torch.ones(1, 1, 4, 4, dtype=torch.bfloat16)
+    w = torch.ones(1, 1, 3, 3, dtype=torch.bfloat16)
+    try:
+        torch.ops.mkldnn._convolution_pointwise(
+            x, w, None, [1, 1], [1, 1], [1, 1], 1, "relu", [None], ""
+        )
+    except RuntimeError:
+        return False
+    return True
 
 
 class ConvReLU(nn.Conv2d):
