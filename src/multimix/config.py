@@ -15,9 +15,6 @@ from multimix.methods.base import method_class, parse_options
 from multimix.models.backbones import backbone_class
 from multimix.tasks import TASKS, Task
 
-# The augmentation fields every run saved before ``max_scale`` existed.
-LEGACY_AUGMENT = {"flip", "max_shift", "n_ops", "magnitude", "cutout"}
-
 
 @dataclass
 class TrainConfig:
@@ -199,7 +196,8 @@ class TrainConfig:
             raw = {k: v for k, v in raw.items() if k in known}
             augment = dict(raw.get("augment", {}))
             # Saved before the weak zoom existed (every other field is there): trained without.
-            if augment.keys() >= LEGACY_AUGMENT and "max_scale" not in augment:
+            before_zoom = {f.name for f in fields(AugmentConfig)} - {"max_scale"}
+            if augment.keys() >= before_zoom and "max_scale" not in augment:
                 augment["max_scale"] = 0.0
             raw["augment"] = AugmentConfig(**augment)
             return cls(**raw)

@@ -18,11 +18,8 @@ from multimix.data.augment import (
 )
 
 FUNCS = [weak, strong]
-STILL = {
-    "flip": False,
-    "max_shift": 0.0,
-    "max_scale": 0.0,
-}  # no weak geometry: isolates the other parts
+# no weak geometry: isolates the other parts
+STILL = {"flip": False, "max_shift": 0.0, "max_scale": 0.0}
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -109,3 +109,19 @@ def test_inference_in_chunks_is_one_call(n):
     assert whole.keys() == chunked.keys()
     for key in whole:
         torch.testing.assert_close(chunked[key], whole[key], atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_takes_the_unfused_path_where_onednn_refuses_it(monkeypatch):
+    """On a CPU whose oneDNN refuses bf16 (AVX2 only), ConvReLU runs conv then ReLU instead."""
+    from multimix.models import fusion
+
+    torch.manual_seed(0)
+    conv = ConvReLU(3, 4, 3, padding=1).to(torch.bfloat16)
+    x = torch.randn(2, 3, 8, 8).to(torch.bfloat16)
+    monkeypatch.setattr(fusion, "onednn_runs_bf16", lambda: False)
+    with torch.no_grad():
+        assert not fusion._onednn_fuses(x)  # never offered to oneDNN in bf16
+        assert fusion._onednn_fuses(x.float()) == torch.backends.mkldnn.is_available()
+        out = conv(x)
+        reference = torch.relu(torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1))
+    assert out.dtype == torch.bfloat16 and torch.equal(out, reference)

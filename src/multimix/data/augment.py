@@ -212,7 +212,7 @@ def _strong(
         return signed[:, column[name]] if name in column else torch.zeros(b, dtype=torch.float64)
 
     scale = _SCALE * geo("scale")
-    if cfg.max_scale > 0:  # the weak zoom and RandAugment's compose
+    if cfg.max_scale > 0:  # compose the weak zoom; without one, bit for bit the old scale
         scale = zoom * (1.0 + scale) - 1.0
     matrix = _affine(
         h,

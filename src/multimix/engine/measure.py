@@ -13,6 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from multimix.engine.precision import cpu_capability, cpu_flags, cpu_model
+from multimix.models.fusion import onednn_runs_bf16
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:
@@ -142,11 +143,9 @@ def matmul_peaks(
     peaks = {"blas (torch.mm)": best(lambda: torch.mm(a, b, out=out))}
     linear = getattr(torch._C._nn, "mkldnn_linear", None)
     if torch.backends.mkldnn.is_available() and linear is not None:
-        am, bm = a.to_mkldnn(), b.to_mkldnn()
-        try:  # oneDNN refuses bf16 on CPUs without avx512bw/vl/dq or avx_ne_convert
-            linear(torch.ones(1, size, dtype=dtype).to_mkldnn(), bm)
-        except RuntimeError:
+        if dtype == torch.bfloat16 and not onednn_runs_bf16():
             return peaks
+        am, bm = a.to_mkldnn(), b.to_mkldnn()
         peaks["onednn (mkldnn_linear)"] = best(lambda: linear(am, bm))
     return peaks
 

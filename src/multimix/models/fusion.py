@@ -48,17 +48,19 @@ def _onednn_fuses(x: torch.Tensor) -> bool:
         x.device.type == "cpu"
         and torch.backends.mkldnn.is_available()
         and not (torch.is_grad_enabled() and x.requires_grad)
-        and (x.dtype != torch.bfloat16 or onednn_fuses_bf16())
+        and (x.dtype != torch.bfloat16 or onednn_runs_bf16())
     )
 
 
 @functools.cache
-def onednn_fuses_bf16() -> bool:
-    """Whether oneDNN's fused convolution takes bf16 on this CPU.
+def onednn_runs_bf16() -> bool:
+    """Whether torch's oneDNN kernels (the fused convolution, ``mkldnn_linear``) take bf16 on
+    this CPU.
 
-    It refuses without ``avx512bw``/``avx512vl``/``avx512dq`` or ``avx_ne_convert`` (an
-    AVX2-only EPYC, for one), where torch's plain bf16 convolution still runs: bf16 inference
-    there takes the unfused path instead of failing in its first forward.
+    They refuse without ``avx512bw``/``avx512vl``/``avx512dq`` or ``avx_ne_convert`` (an
+    AVX2-only EPYC, for one), one check for all of them, where torch's plain bf16 convolution
+    still runs: bf16 inference there takes the unfused path instead of failing in its first
+    forward, and the calibration leaves out the oneDNN peak.
     """
     x = torch.ones(1, 1, 4, 4, dtype=torch.bfloat16)
     w = torch.ones(1, 1, 3, 3, dtype=torch.bfloat16)
