@@ -2,6 +2,8 @@
 
     python benchmarks/mask_area.py --runs RUN [RUN ...] --data FOLDER [FOLDER ...] --out F.json
 
+Writes ``F.json`` and the same figures as a table in ``F.md``.
+
 A Dice below 1 is either too much lung, too little, or lung in the wrong place. The ratio of
 predicted to true lung pixels (summed over a folder) tells the first two apart: a model that
 outlines the whole lung field where a folder's masks mark less scores a ratio well above 1.
@@ -39,6 +41,21 @@ def folder_figures(model: mm.Model, folder: Path) -> dict[str, float]:
     }
 
 
+def table(results: dict[str, dict[str, dict]]) -> str:
+    """One row per run and folder: images, mean and median Dice, predicted over true area."""
+    lines = [
+        "| run | folder | images | Dice, mean | Dice, median | predicted / true lung area |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run, per_folder in results.items():
+        for name, f in per_folder.items():
+            lines.append(
+                f"| {run} | {name} | {f['images']} | {f['dice_mean']:.4f} | "
+                f"{f['dice_median']:.4f} | {f['area_ratio']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = run_parser(__doc__, data_required=True)
     args = parser.parse_args()
@@ -47,7 +64,7 @@ def main() -> None:
         model = mm.load(run)
         results[run.name] = {f.name: folder_figures(model, f) for f in args.data}
         print(run.name, json.dumps(results[run.name]), flush=True)
-    write_results(args.out, args.runs, args.data, results)
+    write_results(args.out, args.runs, args.data, results, table(results))
 
 
 if __name__ == "__main__":
