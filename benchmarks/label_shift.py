@@ -1,0 +1,133 @@
+"""Would re-estimating the class prior on a new folder recover its normals? (EM, label shift)
+
+    python benchmarks/label_shift.py --runs RUN [RUN ...] --data FOLDER [FOLDER ...] --out F.json
+
+Writes ``F.json`` and the same figures as a table in ``F.md``.
+
+Saerens, Latinne and Decaestecker (2002) re-estimate a target folder's class prior by EM on the
+classifier's posteriors, assuming only the prior moved (p(x | y) fixed), and reweight the
+posteriors by the new prior over the training one. A classifier trained on pediatric labels
+calls most normal adults pneumonia; if that were a prior shift, EM on an adult folder would
+move the calls toward its true mix without a label. This script measures it per run and
+folder before building it into ``--adapt``. The training prior is the class frequency of the
+run's labelled training images. A folder that is one of the run's training sources is scored on
+its test part only (the run's ``split.json``); any other folder on every labelled image. Labels
+pass through the run's ``label_map``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+import multimix.api as mm
+from multimix.data.io import read_image
+from run_results import run_parser, write_results
+
+
+def em_prior(probs: np.ndarray, train_prior: np.ndarray, iters: int = 200, tol: float = 1e-7):
+    """EM for the target prior: ``probs`` (N, C) posteriors under ``train_prior`` (C,).
+
+    Returns the adapted posteriors and the estimated prior. A folder whose posteriors already
+    average to ``train_prior`` is a fixed point: nothing moves.
+    """
+    prior = train_prior.astype(np.float64).copy()
+    adapted = probs.astype(np.float64)
+    for _ in range(iters):
+        adapted = probs * (prior / train_prior)
+        adapted /= adapted.sum(axis=1, keepdims=True)
+        new = adapted.mean(axis=0)
+        done = np.abs(new - prior).max() < tol
+        prior = new
+        if done:
+            break
+    return adapted, prior
+
+
+def labelled_images(folder: Path, run: Path, label_map: dict[str, str]) -> list[tuple[str, str]]:
+    """``(image name, class)`` for the folder's labelled images (its test part where the run
+    trained on it)."""
+    with (folder / "labels.csv").open(newline="") as fh:
+        labels = {r["image"]: label_map.get(r["label"], r["label"]) for r in csv.DictReader(fh)}
+    split = json.loads((run / "split.json").read_text())["sources"]
+    for part in split.values():
+        if Path(part["root"]).resolve() == folder.resolve():
+            return [(n, labels[n]) for n in part["test"] if n in labels]
+    return sorted(labels.items())
+
+
+def train_prior(run: Path, classes: list[str], label_map: dict[str, str]) -> np.ndarray:
+    """Class frequencies of the run's labelled training images (``split.json``)."""
+    split = json.loads((run / "split.json").read_text())
+    counts = np.zeros(len(classes))
+    for source, names in split["labeled_class"].items():
+        root = Path(split["sources"][source]["root"])
+        with (root / "labels.csv").open(newline="") as fh:
+            labels = {r["image"]: label_map.get(r["label"], r["label"]) for r in csv.DictReader(fh)}
+        for name in names:
+            if labels.get(name) in classes:
+                counts[classes.index(labels[name])] += 1
+    return counts / counts.sum()
+
+
+def folder_figures(model: mm.Model, run: Path, folder: Path, prior: np.ndarray) -> dict:
+    items = labelled_images(folder, run, model.cfg.label_map)
+    items = [(n, y) for n, y in items if y in model.classes]
+    images = [read_image(folder / "images" / n) for n, _ in items]
+    probs = []
+    for i in range(0, len(images), 64):
+        for p in model.predict_images(images[i : i + 64]):
+            probs.append([p.probabilities[c] for c in model.classes])
+    probs = np.asarray(probs, dtype=np.float64)
+    truth = np.array([model.classes.index(y) for _, y in items])
+    adapted, estimated = em_prior(probs, prior)
+    figures = {"images": len(items)}
+    for tag, p in (("plain", probs), ("em", adapted)):
+        called = p.argmax(axis=1)
+        figures[f"accuracy_{tag}"] = float((called == truth).mean())
+        figures[f"recall_{tag}"] = {
+            c: int(((called == k) & (truth == k)).sum()) for k, c in enumerate(model.classes)
+        }
+    figures["support"] = {c: int((truth == k).sum()) for k, c in enumerate(model.classes)}
+    figures["prior_em"] = {c: float(estimated[k]) for k, c in enumerate(model.classes)}
+    return figures
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
+    """One row per run and folder: accuracy and per-class hits, plain and after EM."""
+    lines = [
+        "| run | folder | images | support | acc | hits | EM prior | acc, EM | hits, EM |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def counts(d: dict) -> str:
+        return ", ".join(f"{c} {v}" for c, v in d.items())
+
+    for run, per_folder in results.items():
+        for name, f in per_folder.items():
+            prior = ", ".join(f"{c} {v:.3f}" for c, v in f["prior_em"].items())
+            lines.append(
+                f"| {run} | {name} | {f['images']} | {counts(f['support'])} | "
+                f"{f['accuracy_plain']:.4f} | {counts(f['recall_plain'])} | {prior} | "
+                f"{f['accuracy_em']:.4f} | {counts(f['recall_em'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = run_parser(__doc__, data_required=True)
+    args = parser.parse_args()
+    results = {}
+    for run in args.runs:
+        model = mm.load(run)
+        prior = train_prior(run, model.classes, model.cfg.label_map)
+        results[run.name] = {f.name: folder_figures(model, run, f, prior) for f in args.data}
+        print(run.name, json.dumps(results[run.name]), flush=True)
+    write_results(args.out, args.runs, args.data, results, table(results))
+
+
+if __name__ == "__main__":
+    main()
