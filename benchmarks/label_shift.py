@@ -25,7 +25,7 @@ import numpy as np
 
 import multimix.api as mm
 from multimix.data.io import read_image
-from run_results import run_parser, write_results
+from run_results import folder_table, score_folders
 
 
 def em_prior(probs: np.ndarray, train_prior: np.ndarray, iters: int = 200, tol: float = 1e-7):
@@ -73,7 +73,8 @@ def train_prior(run: Path, classes: list[str], label_map: dict[str, str]) -> np.
     return counts / counts.sum()
 
 
-def folder_figures(model: mm.Model, run: Path, folder: Path, prior: np.ndarray) -> dict:
+def folder_figures(model: mm.Model, run: Path, folder: Path) -> dict:
+    prior = train_prior(run, model.classes, model.cfg.label_map)
     items = labelled_images(folder, run, model.cfg.label_map)
     items = [(n, y) for n, y in items if y in model.classes]
     images = [read_image(folder / "images" / n) for n, _ in items]
@@ -98,35 +99,23 @@ def folder_figures(model: mm.Model, run: Path, folder: Path, prior: np.ndarray) 
 
 def table(results: dict[str, dict[str, dict]]) -> str:
     """One row per run and folder: accuracy and per-class hits, plain and after EM."""
-    lines = [
-        "| run | folder | images | support | acc | hits | EM prior | acc, EM | hits, EM |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
 
     def counts(d: dict) -> str:
         return ", ".join(f"{c} {v}" for c, v in d.items())
 
-    for run, per_folder in results.items():
-        for name, f in per_folder.items():
-            prior = ", ".join(f"{c} {v:.3f}" for c, v in f["prior_em"].items())
-            lines.append(
-                f"| {run} | {name} | {f['images']} | {counts(f['support'])} | "
-                f"{f['accuracy_plain']:.4f} | {counts(f['recall_plain'])} | {prior} | "
-                f"{f['accuracy_em']:.4f} | {counts(f['recall_em'])} |"
-            )
-    return "\n".join(lines) + "\n"
+    def cells(f: dict) -> list[str]:
+        prior = ", ".join(f"{c} {v:.3f}" for c, v in f["prior_em"].items())
+        return [
+            str(f["images"]), counts(f["support"]), f"{f['accuracy_plain']:.4f}",
+            counts(f["recall_plain"]), prior, f"{f['accuracy_em']:.4f}", counts(f["recall_em"]),
+        ]  # fmt: skip
+
+    header = ["images", "support", "acc", "hits", "EM prior", "acc, EM", "hits, EM"]
+    return folder_table(results, header, cells)
 
 
 def main() -> None:
-    parser = run_parser(__doc__, data_required=True)
-    args = parser.parse_args()
-    results = {}
-    for run in args.runs:
-        model = mm.load(run)
-        prior = train_prior(run, model.classes, model.cfg.label_map)
-        results[run.name] = {f.name: folder_figures(model, run, f, prior) for f in args.data}
-        print(run.name, json.dumps(results[run.name]), flush=True)
-    write_results(args.out, args.runs, args.data, results, table(results))
+    score_folders(__doc__, folder_figures, table)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ masks are the ones ``predict`` returns (post-processing included).
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -22,10 +21,10 @@ import torch
 import multimix.api as mm
 from multimix.data.io import read_mask
 from multimix.metrics.segmentation import per_image_dice
-from run_results import run_parser, write_results
+from run_results import folder_table, score_folders
 
 
-def folder_figures(model: mm.Model, folder: Path) -> dict[str, float]:
+def folder_figures(model: mm.Model, run: Path, folder: Path) -> dict[str, float]:
     names = sorted(p.name for p in (folder / "masks").iterdir() if p.suffix == ".png")
     dice, predicted, true = [], 0, 0
     for name in names:
@@ -43,28 +42,17 @@ def folder_figures(model: mm.Model, folder: Path) -> dict[str, float]:
 
 def table(results: dict[str, dict[str, dict]]) -> str:
     """One row per run and folder: images, mean and median Dice, predicted over true area."""
-    lines = [
-        "| run | folder | images | Dice, mean | Dice, median | predicted / true lung area |",
-        "|---|---|---|---|---|---|",
-    ]
-    for run, per_folder in results.items():
-        for name, f in per_folder.items():
-            lines.append(
-                f"| {run} | {name} | {f['images']} | {f['dice_mean']:.4f} | "
-                f"{f['dice_median']:.4f} | {f['area_ratio']:.3f} |"
-            )
-    return "\n".join(lines) + "\n"
+    header = ["images", "Dice, mean", "Dice, median", "predicted / true lung area"]
+
+    def cells(f: dict) -> list[str]:
+        return [str(f["images"]), f"{f['dice_mean']:.4f}", f"{f['dice_median']:.4f}",
+                f"{f['area_ratio']:.3f}"]  # fmt: skip
+
+    return folder_table(results, header, cells)
 
 
 def main() -> None:
-    parser = run_parser(__doc__, data_required=True)
-    args = parser.parse_args()
-    results = {}
-    for run in args.runs:
-        model = mm.load(run)
-        results[run.name] = {f.name: folder_figures(model, f) for f in args.data}
-        print(run.name, json.dumps(results[run.name]), flush=True)
-    write_results(args.out, args.runs, args.data, results, table(results))
+    score_folders(__doc__, folder_figures, table)
 
 
 if __name__ == "__main__":
