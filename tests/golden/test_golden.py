@@ -4,7 +4,11 @@ The figures in ``golden.json`` were recorded by ``record.py`` on the code before
 (commit 552bf01). Losses come from ``train_log.csv``, which keeps six significant digits, so the
 comparison allows 2e-5 relative; metrics are compared the same way. On one CPU with the same
 thread count the computation is bit-identical from run to run, so anything beyond rounding is a
-behaviour change.
+behaviour change. One exception, rounding too: an AUC moves in steps of one (positive,
+negative) pair, and on another CPU's kernels a near-tie pair can swap while every loss stays
+within 2e-5 (measured: oneDNN and ATen capped to AVX2 on an AVX-512 machine moved
+``multimix_pretrain``'s AUC from 0.3125 to 0.34375, one pair of 32), so an AUC may differ by
+one pair.
 """
 
 from __future__ import annotations
@@ -32,6 +36,30 @@ def _close(a: float | None, b: float | None) -> bool:
     return math.isclose(a, b, rel_tol=2e-5, abs_tol=2e-6)
 
 
+def _one_pair(key: str, metrics: dict[str, float]) -> float:
+    """How far one swapped pair moves the AUC ``key`` (0 for any other metric)."""
+    if not key.endswith("/auc"):
+        return 0.0
+    block = key.split("/per_class/")[0].removesuffix("/auc")
+    prefix = f"{block}/per_class/"
+    supports = {
+        k[len(prefix) :].split("/")[0]: v
+        for k, v in metrics.items()
+        if k.startswith(prefix) and k.endswith("/support")
+    }
+    n = sum(supports.values())
+    named = key[len(prefix) :].split("/")[0] if key.startswith(prefix) else None
+    pairs = [s * (n - s) for c, s in supports.items() if named in (None, c) and 0 < s < n]
+    return 1.0 / min(pairs) if pairs else 0.0
+
+
+def _metric_close(key: str, got: float | None, want: float | None, metrics: dict) -> bool:
+    if _close(got, want):
+        return True
+    step = _one_pair(key, metrics)
+    return step > 0 and got is not None and want is not None and abs(got - want) <= step + 1e-9
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_training_matches_the_recorded_figures(case, golden_data, tmp_path):
     losses, metrics = run_case(case, golden_data, tmp_path / case)
@@ -45,5 +73,25 @@ def test_training_matches_the_recorded_figures(case, golden_data, tmp_path):
     # recorded figure must still be there, unchanged.
     added = {k for k in set(metrics) - set(want["metrics"]) if k.split("/")[1] in ADDED}
     assert set(metrics) - added == set(want["metrics"])
-    bad = {k: (metrics[k], v) for k, v in want["metrics"].items() if not _close(metrics[k], v)}
+    recorded = want["metrics"]
+    bad = {
+        k: (metrics[k], v)
+        for k, v in recorded.items()
+        if not _metric_close(k, metrics[k], v, recorded)
+    }
     assert not bad, bad
+
+
+def test_an_auc_may_differ_by_one_pair_and_nothing_else_may():
+    m = {
+        "g/classification/auc": 0.3125,
+        "g/classification/per_class/normal/support": 4,
+        "g/classification/per_class/pneumonia/support": 8,
+        "g/classification/per_class/normal/auc": 0.3125,
+        "g/classification/accuracy": 0.5,
+    }
+    assert _one_pair("g/classification/auc", m) == 1 / 32
+    assert _one_pair("g/classification/per_class/normal/auc", m) == 1 / 32
+    assert _metric_close("g/classification/auc", 0.34375, 0.3125, m)
+    assert not _metric_close("g/classification/auc", 0.375, 0.3125, m)  # two pairs
+    assert not _metric_close("g/classification/accuracy", 0.5 + 1 / 32, 0.5, m)
