@@ -17,14 +17,17 @@ pass through the run's ``label_map``.
 
 from __future__ import annotations
 
-import csv
-import json
+import functools
 from pathlib import Path
 
 import numpy as np
 
 import multimix.api as mm
+from multimix.data.assemble import load_split
 from multimix.data.io import read_image
+from multimix.data.labels import LabelSpace
+from multimix.data.sources import load_source
+from multimix.pipelines.evaluate import held_out_records
 from run_results import folder_table, score_folders
 
 
@@ -34,9 +37,9 @@ def em_prior(probs: np.ndarray, train_prior: np.ndarray, iters: int = 200, tol: 
     Returns the adapted posteriors and the estimated prior. A folder whose posteriors already
     average to ``train_prior`` is a fixed point: nothing moves.
     """
-    prior = train_prior.astype(np.float64).copy()
-    adapted = probs.astype(np.float64)
-    for _ in range(iters):
+    probs = probs.astype(np.float64)
+    prior = train_prior.astype(np.float64)
+    for _ in range(max(1, iters)):
         adapted = probs * (prior / train_prior)
         adapted /= adapted.sum(axis=1, keepdims=True)
         new = adapted.mean(axis=0)
@@ -47,43 +50,38 @@ def em_prior(probs: np.ndarray, train_prior: np.ndarray, iters: int = 200, tol: 
     return adapted, prior
 
 
-def labelled_images(folder: Path, run: Path, label_map: dict[str, str]) -> list[tuple[str, str]]:
-    """``(image name, class)`` for the folder's labelled images (its test part where the run
-    trained on it)."""
-    with (folder / "labels.csv").open(newline="") as fh:
-        labels = {r["image"]: label_map.get(r["label"], r["label"]) for r in csv.DictReader(fh)}
-    split = json.loads((run / "split.json").read_text())["sources"]
-    for part in split.values():
-        if Path(part["root"]).resolve() == folder.resolve():
-            return [(n, labels[n]) for n in part["test"] if n in labels]
-    return sorted(labels.items())
+def labelled_images(folder: Path, run: Path, labels: LabelSpace) -> list[tuple[Path, int]]:
+    """``(image, class index)`` for the folder's labelled images that training never saw (its
+    test part where the run trained on it, else all of it)."""
+    records, _ = held_out_records(load_source(folder), load_split(run / "split.json"), "test")
+    return [(r.image, labels.index(r.label, r.image)) for r in records if r.label is not None]
 
 
-def train_prior(run: Path, classes: list[str], label_map: dict[str, str]) -> np.ndarray:
-    """Class frequencies of the run's labelled training images (``split.json``)."""
-    split = json.loads((run / "split.json").read_text())
+@functools.cache
+def train_prior(run: Path, classes: tuple[str, ...], mapping: tuple[tuple[str, str], ...]):
+    """Class frequencies of the run's labelled training images (``split.json``), once per run."""
+    labels = LabelSpace(classes, dict(mapping))
+    split = load_split(run / "split.json")
     counts = np.zeros(len(classes))
     for source, names in split["labeled_class"].items():
-        root = Path(split["sources"][source]["root"])
-        with (root / "labels.csv").open(newline="") as fh:
-            labels = {r["image"]: label_map.get(r["label"], r["label"]) for r in csv.DictReader(fh)}
-        for name in names:
-            if labels.get(name) in classes:
-                counts[classes.index(labels[name])] += 1
+        chosen = set(names)
+        for r in load_source(split["sources"][source]["root"], name=source).records:
+            if r.name in chosen and r.label is not None:
+                counts[labels.index(r.label, r.image)] += 1
     return counts / counts.sum()
 
 
 def folder_figures(model: mm.Model, run: Path, folder: Path) -> dict:
-    prior = train_prior(run, model.classes, model.cfg.label_map)
-    items = labelled_images(folder, run, model.cfg.label_map)
-    items = [(n, y) for n, y in items if y in model.classes]
-    images = [read_image(folder / "images" / n) for n, _ in items]
+    mapping = tuple(sorted(model.cfg.label_map.items()))
+    prior = train_prior(run, tuple(model.classes), mapping)
+    items = labelled_images(folder, run, LabelSpace(tuple(model.classes), dict(mapping)))
+    images = [read_image(image) for image, _ in items]
     probs = []
     for i in range(0, len(images), 64):
         for p in model.predict_images(images[i : i + 64]):
             probs.append([p.probabilities[c] for c in model.classes])
     probs = np.asarray(probs, dtype=np.float64)
-    truth = np.array([model.classes.index(y) for _, y in items])
+    truth = np.array([k for _, k in items])
     adapted, estimated = em_prior(probs, prior)
     figures = {"images": len(items)}
     for tag, p in (("plain", probs), ("em", adapted)):

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import multimix.api as mm
 from multimix.engine.precision import cpu_model
 
 
@@ -39,8 +40,6 @@ def score_folders(doc: str, score: Callable, table: Callable[[dict], str]) -> No
     """A whole script for figures per run and folder: ``score(model, run, folder)`` for every
     ``--runs`` run (loaded through :mod:`multimix.api`, as ``predict`` runs it) and ``--data``
     folder, printed per run as it finishes, then written with ``table(results)``."""
-    import multimix.api as mm
-
     args = run_parser(doc, data_required=True).parse_args()
     results = {}
     for run in args.runs:

@@ -41,20 +41,27 @@ def test_a_training_source_is_scored_on_its_test_part_and_labels_are_mapped(
 ):
     import json
 
+    from PIL import Image
+
+    from multimix.data.labels import LabelSpace
+
     ls = benchmark_module("label_shift")
     src, other = tmp_path / "src", tmp_path / "other"
     for folder in (src, other):
-        folder.mkdir()
+        (folder / "images").mkdir(parents=True)
+        for name in ("a.png", "b.png", "c.png"):
+            Image.new("L", (8, 8)).save(folder / "images" / name)
         (folder / "labels.csv").write_text("image,label\na.png,covid\nb.png,normal\nc.png,normal\n")
     run = tmp_path / "run"
     run.mkdir()
     split = {
-        "sources": {"src": {"root": str(src), "roles": ["class"], "train": ["b.png", "c.png"],
-                            "val": [], "test": ["a.png"]}},
+        "sources": {"src": {"root": str(src.resolve()), "roles": ["class"],
+                            "train": ["b.png", "c.png"], "val": [], "test": ["a.png"]}},
         "labeled_class": {"src": ["b.png", "c.png"]},
     }  # fmt: skip
     (run / "split.json").write_text(json.dumps(split))
-    mapping = {"covid": "pneumonia"}
-    assert ls.labelled_images(src, run, mapping) == [("a.png", "pneumonia")]
-    assert len(ls.labelled_images(other, run, mapping)) == 3
-    assert ls.train_prior(run, ["normal", "pneumonia"], mapping).tolist() == [1.0, 0.0]
+    labels = LabelSpace(("normal", "pneumonia"), {"covid": "pneumonia"})
+    assert ls.labelled_images(src, run, labels) == [(src / "images" / "a.png", 1)]
+    assert sorted(k for _, k in ls.labelled_images(other, run, labels)) == [0, 0, 1]
+    prior = ls.train_prior(run, ("normal", "pneumonia"), (("covid", "pneumonia"),))
+    assert prior.tolist() == [1.0, 0.0]
