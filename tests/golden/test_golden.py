@@ -51,8 +51,11 @@ def _one_pair(key: str, metrics: dict[str, float]) -> float:
 
 
 def _metric_close(key: str, got: float | None, want: float | None, metrics: dict) -> bool:
-    if _close(got, want) or got is None or want is None:
-        return _close(got, want)
+    """Equal up to rounding, or (an AUC) up to one swapped pair; None matches only None."""
+    if _close(got, want):
+        return True
+    if got is None or want is None:
+        return False
     return abs(got - want) <= _one_pair(key, metrics) + 1e-9
 
 
