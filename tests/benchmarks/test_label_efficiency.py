@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pytest
 
@@ -141,3 +142,40 @@ def test_a_list_value_inside_a_variant_stays_one_method(benchmark_module):
     for bad in ("unet,,enc", "multimix[widths=16,32"):
         with pytest.raises(SystemExit, match="--methods"):
             le.split_methods(bad)
+
+
+def test_label_folder_links_every_image_of_the_label(tmp_path, benchmark_module):
+    le = benchmark_module("label_efficiency")
+    source, out = tmp_path / "covid", tmp_path / "out"
+    write_source(source, ROWS)
+    name, label, folder = le.label_folder(source, out, "adult-normals:normal")
+    assert (name, label, folder) == ("adult-normals", "normal", out / "labelled" / "adult-normals")
+    assert names(folder / "images") == ["b.png"] and names(folder / "masks") == []
+    assert table_images(folder / "labels.csv") == ["b.png"] == table_images(folder / "meta.csv")
+    assert le.label_folder(source, out, "adult-normals:normal") == (name, label, folder)
+    with pytest.raises(SystemExit, match="another label"):
+        le.label_folder(source, out, "adult-normals:covid")
+    with pytest.raises(SystemExit, match="no image"):
+        le.label_folder(source, out, "x:effusion")
+    with pytest.raises(SystemExit, match="NAME:LABEL"):
+        le.label_folder(source, out, "normal")
+
+
+def test_label_folder_scores_are_read_per_run_and_pooled(tmp_path, benchmark_module):
+    le = benchmark_module("label_efficiency")
+    folder = tmp_path / "labelled" / "adult-normals"
+    for recall, run in ((4 / 11, "r0"), (6 / 11, "r1")):
+        for suffix, value in (("", recall), ("_adapt", 2 / 11)):
+            per_class = {"normal": {"recall": value, "support": 11}}
+            block = {"sources": {folder.name: {"classification": {"per_class": per_class}}}}
+            (tmp_path / run).mkdir(exist_ok=True)
+            (tmp_path / run / f"adult-normals{suffix}_metrics.json").write_text(json.dumps(block))
+    rows = []
+    for seed, run in enumerate(("r0", "r1")):
+        scores = le.score_label_folder(tmp_path / run, ("adult-normals", "normal", folder))
+        rows.append(result(seed, 0.9, 0.98) | {"labelled": scores})
+    head, _, row = (line.strip("| ") for line in le.table(rows).strip().splitlines())
+    cells = dict(zip(head.split(" | "), row.split(" | "), strict=True))
+    assert cells["adult-normals: called normal"] == "0.455 ± 0.129 (10/22)"
+    assert cells["adult-normals: called normal, --adapt"] == "0.182 ± 0.000 (4/22)"
+    assert le.score_label_folder(tmp_path / "r0", None) is None
