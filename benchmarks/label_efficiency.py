@@ -226,9 +226,7 @@ def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
     metrics = json.loads(plain.read_text())["sources"]
     adapt = json.loads(adapted.read_text())["sources"]
     steps = sum(1 for _ in (run / "train_log.csv").open()) - 1
-    labelled = (
-        score_label_folder(run, args.label_folder) if base_method(method) in USES_CLASS else None
-    )
+    labelled = score_label_folder(run, args.labelled) if base_method(method) in USES_CLASS else None
     return {
         "method": method, "class_labels": n_cls, "masks": n_seg, "seed": seed, "steps": steps,
         "site": site.name if site else None, **metrics, "adapted": adapt, "labelled": labelled,
@@ -303,7 +301,7 @@ POOLED = {
 }  # fmt: skip
 COLUMNS = (
     ("steps", "steps"), ("pneu_acc", "pneumonia acc"), ("pneu_auc", "pneumonia AUC"),
-    ("covid_acc", "covid-set acc"), ("covid_normal", "adult normals called normal"),
+    ("covid_acc", "covid-set acc"), ("covid_normal", "covid-set normals called normal"),
     ("covid_normal_adapt", "same, --adapt"), ("phantom_adult_acc", "adult phantoms acc"),
     ("phantom_adult_acc_adapt", "same, --adapt"), ("lung_dice", "lung Dice (covid test)"),
     ("ped_dice", "lung Dice, pediatric phantoms"), ("ped_dice_adapt", "same, --adapt"),
@@ -387,7 +385,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.covid, args.site = args.data / "covid_ieee8023", None
-    args.label_folder = (
+    args.labelled = (
         label_folder(args.covid, args.out, args.label_folder) if args.label_folder else None
     )
     if args.hold_out_site:  # once, before runs start in parallel
@@ -404,6 +402,7 @@ def main() -> None:
         results = list(pool.map(lambda conf: run_one(args, *conf), confs))
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: str(v) for k, v in vars(args).items()}
+    settings["labelled"] = str(args.labelled[2]) if args.labelled else ""
     from multimix.engine.precision import cpu_model
 
     settings["cpu"] = cpu_model()

@@ -109,7 +109,7 @@ def test_table_gives_mean_and_sd_over_seeds_and_pools_small_counts(benchmark_mod
     assert cells["seeds"] == "2" and cells["steps"] == "100"
     assert cells["lung Dice (covid test)"] == "0.920 ± 0.028"
     assert cells["pneumonia AUC"] == "0.970 ± 0.014"
-    assert cells["adult normals called normal"] == "0.500 ± 0.000 (2/4)"
+    assert cells["covid-set normals called normal"] == "0.500 ± 0.000 (2/4)"
     assert "held-out hospital" not in head
 
 
