@@ -133,6 +133,30 @@ def split_site(source: Path, out: Path, spec: str) -> tuple[Path, Path]:
     return rest, site
 
 
+def site_images(site: Path) -> Path:
+    """The held-out site's images alone, linked into a plain folder beside it (written once):
+    what a hospital would give as ``--unlabeled-data``. A folder of its own, so the site is
+    still scored whole; those scores are then transductive (images seen, labels and masks
+    never read)."""
+    folder = site.with_name(f"{site.name}-images")
+    if not folder.is_dir():
+        partial = folder.with_name(f"{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for f in sorted((site / "images").iterdir()):
+            os.symlink(f.resolve(), partial / f.name)
+        partial.rename(folder)
+    return folder
+
+
+def site_flags(flags: list[str], site: Path | None) -> list[str]:
+    """Variant flags with ``@site`` standing for the held-out site's images
+    (``multimix[unlabeled-data=@site]``)."""
+    if "@site" in flags and site is None:
+        raise SystemExit("--methods: @site needs --hold-out-site")
+    return [str(site_images(site)) if flag == "@site" else flag for flag in flags]
+
+
 def label_folder(source: Path, out: Path, spec: str) -> tuple[str, str, Path]:
     """Every image of ``source`` labelled LABEL, as the folder ``out/labelled/NAME`` (written
     once; ``spec`` is ``NAME:LABEL``), returned as (name, label, folder).
@@ -197,7 +221,7 @@ def run_one(args, method: str, n_cls: str, n_seg: str, seed: int) -> dict:
             multimix("train", "--resume", run)
         elif not (run / "shift_reference.json").exists():
             train = ["train", "--out", run, "--method", base_method(method)]
-            train += [*variant_flags(method), "--image-size", args.image_size]
+            train += [*site_flags(variant_flags(method), site), "--image-size", args.image_size]
             budget = ["--steps", args.steps] if args.steps else ["--max-minutes", args.minutes]
             train += [*budget, "--seed", seed, "--label-map", LABEL_MAP]
             train += ["--val-every", args.val_every, "--clock", args.clock]
@@ -365,7 +389,8 @@ def main() -> None:
     parser.add_argument(
         "--methods",
         default="multimix,multimix-paper,unet,enc",
-        help="comma-separated; a variant adds train options: multimix[guard=fixed;teacher=ema]",
+        help="comma-separated; a variant adds train options: multimix[guard=fixed;teacher=ema]; "
+        "@site is the held-out site's images: multimix[unlabeled-data=@site]",
     )
     parser.add_argument("--class-labels", default="100")
     parser.add_argument("--masks", default="10")
@@ -390,6 +415,7 @@ def main() -> None:
     )
     if args.hold_out_site:  # once, before runs start in parallel
         args.covid, args.site = split_site(args.covid, args.out, args.hold_out_site)
+        site_images(args.site)
     class_counts, mask_counts = args.class_labels.split(","), args.masks.split(",")
     seeds = [int(x) for x in args.seeds.split(",")]
     confs = [

@@ -179,3 +179,17 @@ def test_label_folder_scores_are_read_per_run_and_pooled(tmp_path, benchmark_mod
     assert cells["adult-normals: called normal"] == "0.455 ± 0.129 (10/22)"
     assert cells["adult-normals: called normal, --adapt"] == "0.182 ± 0.000 (4/22)"
     assert le.score_label_folder(tmp_path / "r0", None) is None
+
+
+def test_site_stands_for_the_held_out_images_alone(tmp_path, benchmark_module):
+    le = benchmark_module("label_efficiency")
+    write_source(tmp_path / "covid", ROWS)
+    _, site = le.split_site(tmp_path / "covid", tmp_path / "out", "hannover:url=ml-workgroup")
+    flags = le.site_flags(le.variant_flags("multimix[unlabeled-data=@site;guard=fixed]"), site)
+    images = site.with_name("hannover-images")
+    assert flags == ["--unlabeled-data", str(images), "--guard", "fixed"]
+    assert names(images) == ["a.png", "c.png"]  # images only: no masks, no tables
+    assert (images / "a.png").resolve() == (tmp_path / "covid" / "images" / "a.png").resolve()
+    assert le.site_flags(["--guard", "fixed"], None) == ["--guard", "fixed"]
+    with pytest.raises(SystemExit, match="@site needs --hold-out-site"):
+        le.site_flags(["--unlabeled-data", "@site"], None)
