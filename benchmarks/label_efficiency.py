@@ -11,6 +11,9 @@ an interrupted benchmark resumes where it stopped. Writes label_efficiency.json 
 images whose ``meta.csv`` COLUMN contains TEXT are left out of training entirely and scored in
 full as the folder NAME, a cross-hospital column of real radiographs (``covid_ieee8023``'s
 ``hannover:url=ml-workgroup`` is the 85 images, 66 with masks, of one hospital's repository).
+In a variant, ``@site`` stands for that hospital's images alone (``--unlabeled-data``).
+``--label-folder NAME:LABEL`` scores every segmentation-source image labelled LABEL as one
+folder (by default the 11 normal adults, too few in any one test part).
 """
 
 from __future__ import annotations
