@@ -418,7 +418,8 @@ def main() -> None:
     )
     if args.hold_out_site:  # once, before runs start in parallel
         args.covid, args.site = split_site(args.covid, args.out, args.hold_out_site)
-        site_images(args.site)
+        if "@site" in args.methods:  # written here, not by runs started in parallel
+            site_images(args.site)
     class_counts, mask_counts = args.class_labels.split(","), args.masks.split(",")
     seeds = [int(x) for x in args.seeds.split(",")]
     confs = [
