@@ -12,7 +12,7 @@ from multimix.core.errors import CheckpointError, ConfigError
 from multimix.data.augment import AugmentConfig
 from multimix.data.bad_inputs import check_policy
 from multimix.methods.base import method_class, parse_options
-from multimix.models.backbones import backbone_class
+from multimix.models.backbones import DEFAULT_WIDTHS, backbone_class
 from multimix.tasks import TASKS, Task
 
 
@@ -81,7 +81,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     val_every: int = 50
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    widths: list[int] = field(default_factory=lambda: list(DEFAULT_WIDTHS))
     norm: str = "batch"
     backbone: str = "unet"  # the encoder, by its name in multimix.models.backbones
     dropout: float = 0.2

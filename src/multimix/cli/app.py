@@ -513,7 +513,9 @@ def bench(
     infer_batch_size: int = 32,
     device: str = "auto",
     threads: int | None = None,
-    widths: Annotated[str, typer.Option(help="Encoder widths per level.")] = "16,32,64,128,256",
+    widths: Annotated[
+        str | None, typer.Option(help="Encoder widths per level [train's default].")
+    ] = None,
     norm: str = "batch",
     warmup: Annotated[int, typer.Option(help="Untimed iterations before each timing.")] = 2,
     steps: Annotated[int | None, typer.Option(help="Timed iterations per timing [5].")] = None,
@@ -529,11 +531,11 @@ def bench(
     from multimix.core.progress import console
     from multimix.engine.bench import BenchConfig, write_bench
 
-    channels = tuple(parse_widths(widths))
+    shape = {} if widths is None else {"widths": tuple(parse_widths(widths))}
     cfg = BenchConfig(
         image_size=image_size, batch_size=batch_size, unlabeled_ratio=unlabeled_ratio,
         infer_batch_size=infer_batch_size, device=device, threads=threads,
-        widths=channels, norm=norm, warmup=warmup,
+        **shape, norm=norm, warmup=warmup,
         steps=steps, seconds=seconds, matmul_size=matmul_size, matmul_repeats=matmul_repeats,
         profile_steps=profile_steps, precision=precision,
     )  # fmt: skip

@@ -36,6 +36,7 @@ from multimix.engine.precision import choose_precision, precision_dtype
 from multimix.methods.base import LossWeights, get_method
 from multimix.methods.losses import bernoulli_kl, dice_bce, pseudo_label_loss
 from multimix.methods.multimix import JointObjective
+from multimix.models.backbones import DEFAULT_WIDTHS
 from multimix.models.blocks import NORMS
 from multimix.models.fusion import inference_network
 from multimix.models.inference import forward_in_chunks
@@ -56,7 +57,7 @@ class BenchConfig:
     infer_batch_size: int = 32
     device: str = "auto"
     threads: int | None = None
-    widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
     norm: str = "batch"
     warmup: int = 2  # untimed calls before each timing
     steps: int | None = None  # timed calls per timing (5 unless --seconds is given)
@@ -69,7 +70,7 @@ class BenchConfig:
 
     def validate(self) -> None:
         if not self.widths or min(self.widths) < 1:
-            raise ConfigError("--widths must be positive channel counts, e.g. 16,32,64,128,256")
+            raise ConfigError("--widths must be positive channel counts, e.g. 12,24,48,96,192")
         if self.norm not in NORMS:
             raise ConfigError(f"unknown --norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         levels = 2 ** (len(self.widths) - 1)

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multimix.models.backbones import DEFAULT_BACKBONE, Backbone, EncoderTrace, get_backbone
+from multimix.models.backbones import (
+    DEFAULT_BACKBONE,
+    DEFAULT_WIDTHS,
+    Backbone,
+    EncoderTrace,
+    get_backbone,
+)
 from multimix.models.blocks import norm_layer
 from multimix.models.decoder import Decoder
 from multimix.models.saliency import input_saliency, traced_saliency
@@ -23,7 +29,7 @@ class ModelConfig:
 
     n_classes: int = 2
     n_structures: int = 1
-    widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
     norm: str = "batch"
     bridge: bool = True
     dropout: float = 0.2

@@ -2,6 +2,7 @@
 
 from multimix.models.backbones.base import (
     BACKBONES,
+    DEFAULT_WIDTHS,
     Backbone,
     EncoderTrace,
     TracedLayer,
@@ -17,6 +18,7 @@ DEFAULT_BACKBONE = "unet"
 __all__ = [
     "BACKBONES",
     "DEFAULT_BACKBONE",
+    "DEFAULT_WIDTHS",
     "Backbone",
     "EncoderTrace",
     "TracedLayer",

@@ -23,6 +23,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from multimix.core.registry import Registry
 
+# Channels per encoder level, the default of every backbone and of ``multimix train``. Three
+# quarters of the first choice (16..256): at the same CPU minutes the narrower network takes
+# 10-15% more steps and was ahead on the held-out hospital's lungs on each of five paired seeds
+# (benchmarks/results/label_efficiency_joint_schedule.md, section 35).
+DEFAULT_WIDTHS: tuple[int, ...] = (12, 24, 48, 96, 192)
+
 
 @dataclass
 class TracedLayer:

@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from multimix.models.backbones.base import Backbone, EncoderTrace, register_backbone
+from multimix.models.backbones.base import (
+    DEFAULT_WIDTHS,
+    Backbone,
+    EncoderTrace,
+    register_backbone,
+)
 from multimix.models.blocks import norm_layer
 
 
@@ -77,7 +82,7 @@ class ResNetEncoder(Backbone):
     def __init__(
         self,
         in_channels: int = 1,
-        widths: tuple[int, ...] = (16, 32, 64, 128, 256),
+        widths: tuple[int, ...] = DEFAULT_WIDTHS,
         norm: str = "batch",
         blocks: int = 1,
     ) -> None:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from multimix.models.backbones.base import (
+    DEFAULT_WIDTHS,
     Backbone,
     EncoderTrace,
     TracedLayer,
@@ -27,7 +28,7 @@ class UNetEncoder(Backbone):
     foldable = True  # every batch norm follows its conv inside a ConvBlock (an nn.Sequential)
 
     def __init__(
-        self, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128, 256),
+        self, in_channels: int = 1, widths: tuple[int, ...] = DEFAULT_WIDTHS,
         norm: str = "batch",
     ) -> None:  # fmt: skip
         super().__init__()
