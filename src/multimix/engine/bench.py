@@ -70,7 +70,7 @@ class BenchConfig:
 
     def validate(self) -> None:
         if not self.widths or min(self.widths) < 1:
-            raise ConfigError("--widths must be positive channel counts, e.g. 12,24,48,96,192")
+            raise ConfigError("--widths must be positive channel counts, e.g. 16,32,64,128,256")
         if self.norm not in NORMS:
             raise ConfigError(f"unknown --norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         levels = 2 ** (len(self.widths) - 1)

@@ -1,7 +1,7 @@
 """How unlike the training data an input is: a distance in the encoder's feature space.
 
 After training, every encoder level's feature maps are average-pooled and concatenated (one number
-per channel: 372 for the default encoder), and per training source the mean and a shrunk covariance
+per channel: 496 for the default encoder), and per training source the mean and a shrunk covariance
 of those over (up to 1024) of its training images are kept, with the distances of its held-out
 validation images, which are in-distribution by construction. An image's distance is its
 Mahalanobis distance from the source's mean; a folder's shift score is the share of its images

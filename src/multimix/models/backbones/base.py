@@ -24,10 +24,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from multimix.core.registry import Registry
 
 # Channels per encoder level, the default of every backbone and of ``multimix train``. Three
-# quarters of the first choice (16..256): at the same CPU minutes the narrower network takes
-# 10-15% more steps and was ahead on the held-out hospital's lungs on each of five paired seeds
-# (benchmarks/results/label_efficiency_joint_schedule.md, section 35).
-DEFAULT_WIDTHS: tuple[int, ...] = (12, 24, 48, 96, 192)
+# quarters of each (12..192) takes 15-17% more steps in the same CPU minutes but was not ahead
+# on the held-out hospital's lungs over eight paired seeds on two days
+# (benchmarks/results/label_efficiency_joint_schedule.md, sections 35 and 38).
+DEFAULT_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 256)
 
 
 @dataclass
