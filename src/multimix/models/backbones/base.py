@@ -24,8 +24,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from multimix.core.registry import Registry
 
 # Channels per encoder level, the default of every backbone and of ``multimix train``. Three
-# quarters of each (12..192) takes 15-17% more steps in the same CPU minutes but was not ahead
-# on the held-out hospital's lungs over eight paired seeds on two days
+# quarters of each (12..192) takes 10-18% more steps in the same CPU minutes but was not ahead
+# on the held-out hospital's lungs over ten paired seeds on two days
 # (benchmarks/results/label_efficiency_joint_schedule.md, sections 35 and 38).
 DEFAULT_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 256)
 
