@@ -191,3 +191,24 @@ def test_matmul_peak_is_measured_with_each_library_torch_uses_here():
     if torch.backends.mkldnn.is_available():  # the convolutions' library: its matmul counts
         assert "onednn (mkldnn_linear)" in peaks
     assert all(math.isfinite(v) and v > 0 for v in peaks.values())
+
+
+def test_bench_measures_the_training_default_widths(monkeypatch, tmp_path):
+    """Without ``--widths`` the bench times the network ``multimix train`` builds by default."""
+    from multimix.config import TrainConfig
+    from multimix.engine import bench as bench_module
+    from multimix.models.backbones import DEFAULT_WIDTHS
+    from multimix.models.net import ModelConfig
+
+    seen = []
+
+    def fake_write_bench(cfg, out, log):
+        seen.append(cfg)
+        return dict.fromkeys(FIGURES, 1.0)
+
+    monkeypatch.setattr(bench_module, "write_bench", fake_write_bench)
+    for extra, widths in (([], DEFAULT_WIDTHS), (["--widths", "8,16"], (8, 16))):
+        result = CliRunner().invoke(app, ["bench", "--out", str(tmp_path / "b.json"), *extra])
+        assert result.exit_code == 0, result.output
+        assert seen[-1].widths == widths
+    assert tuple(TrainConfig(out=tmp_path).widths) == ModelConfig().widths == DEFAULT_WIDTHS
