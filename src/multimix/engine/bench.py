@@ -70,7 +70,8 @@ class BenchConfig:
 
     def validate(self) -> None:
         if not self.widths or min(self.widths) < 1:
-            raise ConfigError("--widths must be positive channel counts, e.g. 16,32,64,128,256")
+            example = ",".join(map(str, DEFAULT_WIDTHS))
+            raise ConfigError(f"--widths must be positive channel counts, e.g. {example}")
         if self.norm not in NORMS:
             raise ConfigError(f"unknown --norm {self.norm!r}; choose one of {', '.join(NORMS)}")
         levels = 2 ** (len(self.widths) - 1)
